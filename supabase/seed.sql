@@ -1,0 +1,1 @@
+-- demo catalogue: filled in by the engine migrations' seed
