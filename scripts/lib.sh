@@ -16,6 +16,10 @@ export CLI_DB_URL="postgresql://postgres:postgres@localhost:${DB_PORT}/postgres?
 export SUPABASE_DB_URL="${DB_URL}"
 export SUPABASE_URL="http://127.0.0.1:${API_PORT}"
 export PATH="$ROOT/node_modules/.bin:$PATH"
+# The Supabase CLI's well-known local demo keys, signed with the secret above (iss supabase-demo, exp 1983812996).
+export SUPABASE_ANON_KEY="${SUPABASE_ANON_KEY:-eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0}"
+export SUPABASE_SERVICE_ROLE_KEY="${SUPABASE_SERVICE_ROLE_KEY:-eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0.EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU}"
+export STRIPE_WEBHOOK_SECRET="${STRIPE_WEBHOOK_SECRET:-whsec_local_stockhold_test_secret}"
 export PGCONNECT_TIMEOUT=5
 
 # The cluster lives in an ignored folder of the repo; the postgres OS user must be able to reach it
