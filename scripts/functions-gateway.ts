@@ -99,7 +99,14 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     const headers = new Headers(req.headers);
     const remote = info.remoteAddr as Deno.NetAddr;
     headers.set("x-forwarded-for", remote.hostname);
-    const forwarded = new Request(req, { headers });
+    // A fresh Request (not `new Request(req)`) so the function does not inherit the connection's abort signal.
+    const forwarded = new Request(req.url, {
+      method: req.method,
+      headers,
+      body: req.body,
+      // @ts-ignore: duplex is required by fetch for streamed bodies but missing from Deno's RequestInit type
+      duplex: "half",
+    });
     try {
       return await handler(forwarded, info);
     } catch (err) {

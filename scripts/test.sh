@@ -7,7 +7,9 @@ export STACK_NAME=test
 export DB_PORT="${TEST_DB_PORT:-54332}"
 export API_PORT="${TEST_API_PORT:-54331}"
 export PG_FSYNC=off   # a throwaway cluster: durability buys nothing here and costs seconds
+export NO_COLOR=1     # plain output, so the summary lines can be read
 . "$(dirname "$0")/lib.sh"
+set +e -o pipefail   # keep going after a failing step: every step is counted, the last line says it all
 
 passed=0; failed=0
 logs="$ROOT/.stack/test-logs"; mkdir -p "$logs"
