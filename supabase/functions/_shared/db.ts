@@ -1,0 +1,82 @@
+/**
+ * Postgres access for the doors: one lazily created postgres.js pool over SUPABASE_DB_URL, and a helper that
+ * runs a callback in one transaction carrying the request context the engine's triggers read
+ * (app.correlation_id, app.actor) and, for RLS-governed reads, the caller's role and JWT claims.
+ */
+import postgres from "postgres";
+import { dbPoolMax, dbUrl } from "./env.ts";
+
+/** The pool's query function. */
+export type Sql = postgres.Sql;
+/** A query function bound to one open transaction. */
+export type Tx = postgres.TransactionSql;
+
+/** Database roles a transaction may run as; the union keeps role names out of reach of request data. */
+export type DbRole = "service_role" | "authenticated" | "anon";
+
+/** What the engine needs to know about who is acting, per transaction (docs/engine-contract.md). */
+export interface TxContext {
+  correlationId: string;
+  /** `user:<uuid>`, `anon`, `staff:<uuid>`, `stripe`, `sumup` or `service`. */
+  actor: string;
+  /**
+   * Role for the transaction. service_role (the default) may call the engine's entry points; authenticated/anon
+   * make RLS decide, as PostgREST does.
+   */
+  role?: DbRole;
+  /** The verified JWT claims, for auth.uid()/auth.jwt() in RLS policies. */
+  claims?: Record<string, unknown>;
+}
+
+let pool: { url: string; sql: Sql } | null = null;
+
+/** The shared pool, created on first use (and again if SUPABASE_DB_URL changed, as tests may do). */
+export function db(): Sql {
+  const url = dbUrl();
+  if (pool && pool.url === url) return pool.sql;
+  if (pool) void pool.sql.end({ timeout: 1 });
+  const sql = postgres(url, {
+    // Supavisor / PgBouncer in transaction mode cannot keep named prepared statements across transactions.
+    prepare: false,
+    max: dbPoolMax(),
+    // Edge instances are short-lived: release idle connections early so the pooler's slots are not hoarded.
+    idle_timeout: 20,
+    connect_timeout: 5,
+    connection: { application_name: "stockhold-functions" },
+    // The engine's NOTICEs are for psql sessions, not for function logs.
+    onnotice: () => {},
+  });
+  pool = { url, sql };
+  return sql;
+}
+
+/** Closes the pool (tests, shutdown). */
+export async function closeDb(): Promise<void> {
+  const current = pool;
+  pool = null;
+  if (current) await current.sql.end({ timeout: 5 });
+}
+
+/**
+ * Runs `fn` in one transaction with the request context set (transaction-local, so a pooled connection
+ * carries nothing over to the next request). Commits when `fn` resolves, rolls back when it throws.
+ */
+export function withTx<T>(ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  const role: DbRole = ctx.role ?? "service_role";
+  const claims = JSON.stringify(ctx.claims ?? {});
+  return db().begin(async (tx) => {
+    // One round trip: set_config('role', ..) is SET LOCAL ROLE, as PostgREST does it.
+    await tx`select set_config('app.correlation_id', ${ctx.correlationId}, true),
+                    set_config('app.actor', ${ctx.actor}, true),
+                    set_config('request.jwt.claims', ${claims}, true),
+                    set_config('role', ${role}, true)`;
+    return await fn(tx);
+  }) as Promise<T>;
+}
+
+/** The single value of a one-row, one-column result (`select f(...) as result`). */
+export function single<T>(rows: readonly Record<string, unknown>[]): T {
+  const row = rows[0];
+  if (!row) throw new Error("expected one row, got none");
+  return Object.values(row)[0] as T;
+}
