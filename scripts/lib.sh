@@ -4,7 +4,18 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
+# Configuration: the caller's environment wins, then .env, then the local defaults in .env.example.
+load_env_defaults() {
+  local file="$1" line name
+  [ -f "$file" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ''|'#'*) continue ;; esac
+    name="${line%%=*}"
+    [ -n "${!name+x}" ] || export "$name=${line#*=}"
+  done <"$file"
+}
+load_env_defaults .env
+load_env_defaults .env.example
 
 export STACK_NAME="${STACK_NAME:-dev}"
 export DB_PORT="${DB_PORT:-54322}"
@@ -19,7 +30,6 @@ export PATH="$ROOT/node_modules/.bin:$PATH"
 # The Supabase CLI's well-known local demo keys, signed with the secret above (iss supabase-demo, exp 1983812996).
 export SUPABASE_ANON_KEY="${SUPABASE_ANON_KEY:-eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9.CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0}"
 export SUPABASE_SERVICE_ROLE_KEY="${SUPABASE_SERVICE_ROLE_KEY:-eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0.EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU}"
-export STRIPE_WEBHOOK_SECRET="${STRIPE_WEBHOOK_SECRET:-whsec_local_stockhold_test_secret}"
 export PGCONNECT_TIMEOUT=5
 
 # The cluster lives in an ignored folder of the repo; the postgres OS user must be able to reach it
