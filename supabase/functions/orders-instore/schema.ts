@@ -1,0 +1,48 @@
+/**
+ * orders-instore: request and response schemas, exported with descriptions for the generated OpenAPI document.
+ * Staff act on in-store (SumUp) orders by hand: confirm a card payment seen on the terminal, or cancel.
+ */
+import { z } from "zod";
+import { orderOutput } from "../_shared/order-schema.ts";
+
+// z.guid: any id Postgres accepts; an unknown one is then the engine's 404, not a 400.
+const orderId = z.guid("order_id must be an order id (UUID).").describe("The order's id.");
+
+/** Confirm that the order was paid on the SumUp terminal. */
+export const confirmInput = z.strictObject({
+  action: z.literal("confirm"),
+  order_id: orderId,
+  transaction_code: z
+    .string({ error: "transaction_code is required: the code on the SumUp receipt." })
+    .trim()
+    .min(1, "transaction_code is required: the code on the SumUp receipt.")
+    .max(64)
+    .regex(/^[A-Za-z0-9_-]+$/, "transaction_code may hold letters, digits, '-' and '_' only.")
+    .describe("The SumUp transaction code printed on the receipt; stored as the order's payment reference."),
+}).describe("Mark the order paid: staff saw the card payment of the order's total succeed on the terminal.");
+
+/** Cancel the order and release its reserved stock. */
+export const cancelInput = z.strictObject({
+  action: z.literal("cancel"),
+  order_id: orderId,
+  reason: z.string().trim().min(1).max(500).optional().describe("Why, for the order's history."),
+}).describe("Cancel an unpaid order; its reserved stock goes back on sale.");
+
+/** POST body of orders-instore. */
+export const instoreInput = z.discriminatedUnion("action", [confirmInput, cancelInput], {
+  error: 'action must be "confirm" or "cancel".',
+}).describe("A staff action on an in-store order.");
+
+/** The body after validation. */
+export type InstoreInput = z.output<typeof instoreInput>;
+
+/** 200 answer of orders-instore. */
+export const instoreResponse = z.object({
+  result: z
+    .enum(["paid", "already_paid", "paid_out_of_stock", "amount_mismatch", "cancelled", "already_cancelled"])
+    .describe(
+      "What happened: paid / cancelled now, already so before (nothing changed), or paid_out_of_stock " +
+        "(the reservation had lapsed and the stock is gone: a person must resolve it).",
+    ),
+  order: orderOutput,
+}).describe("The outcome and the order after it.");
