@@ -68,13 +68,15 @@ export function stripeWebhookSecret(): string {
 }
 
 /** SumUp settings, or null when SumUp is not configured (in-store payments are then confirmed by staff only). */
-export function sumupConfig(): { apiKey: string; merchantCode: string; apiBase: string } | null {
+export function sumupConfig(): { apiKey: string; merchantCode: string; apiBase: string; webhookUrl?: string } | null {
   const apiKey = envValue("SUMUP_API_KEY");
   if (apiKey === undefined) return null;
   return {
     apiKey,
     merchantCode: requireEnv("SUMUP_MERCHANT_CODE"),
     apiBase: envValue("SUMUP_API_BASE") ?? "https://api.sumup.com",
+    // The sumup-webhook function's public URL, sent as each checkout's return_url (SumUp notifies it there).
+    webhookUrl: envValue("SUMUP_WEBHOOK_URL"),
   };
 }
 

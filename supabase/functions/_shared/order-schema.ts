@@ -46,6 +46,9 @@ export const orderOutput = z.object({
   provider_payment_ref: z.string().nullable().describe("The provider's payment reference once paid."),
   created_at: z.string(),
   paid_at: z.string().nullable(),
+  cancelled_at: z.string().nullable().optional(),
+  expired_at: z.string().nullable().optional(),
+  fulfilled_at: z.string().nullable().optional(),
   reservation_expires_at: z.string().nullable(),
   items: z.array(orderItemOutput),
 }).describe("An order.");

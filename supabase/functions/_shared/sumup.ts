@@ -41,7 +41,7 @@ export interface CreateCheckoutInput {
   amount: number;
   currency: string;
   description?: string;
-  /** Where SumUp posts its `{ event_type, id }` notification (the sumup-webhook function's URL). */
+  /** Where SumUp posts its `{ event_type, id }` notification; default SUMUP_WEBHOOK_URL (sumup-webhook's URL). */
   returnUrl?: string;
 }
 
@@ -85,7 +85,7 @@ export function toMinorUnits(major: number, currency: string): number | null {
 
 let cached: { key: string; client: SumUp } | null = null;
 
-function client(): { sdk: SumUp; merchantCode: string } {
+function client(): { sdk: SumUp; merchantCode: string; webhookUrl?: string } {
   const config = sumupConfig();
   if (!config) throw new AppError(503, "payment_provider_not_configured", "SumUp is not configured.");
   const key = `${config.apiBase}\n${config.apiKey}`;
@@ -93,7 +93,7 @@ function client(): { sdk: SumUp; merchantCode: string } {
     // The SDK's own retries stay off: retries, timeouts and the breaker are resilience.ts's job, in one place.
     cached = { key, client: new SumUp({ apiKey: config.apiKey, host: config.apiBase, maxRetries: 0 }) };
   }
-  return { sdk: cached.client, merchantCode: config.merchantCode };
+  return { sdk: cached.client, merchantCode: config.merchantCode, webhookUrl: config.webhookUrl };
 }
 
 /** Network failures, timeouts, 429 and 5xx: SumUp is (for now) unavailable; worth a retry, counted by the breaker. */
@@ -162,14 +162,15 @@ export async function getCheckout(id: string): Promise<SumUpCheckout | null> {
  * so retrying an order's creation never leaves it without its checkout.
  */
 export async function createCheckout(input: CreateCheckoutInput): Promise<SumUpCheckout> {
-  const { sdk, merchantCode } = client();
+  const { sdk, merchantCode, webhookUrl } = client();
+  const returnUrl = input.returnUrl ?? webhookUrl;
   const body = {
     checkout_reference: input.orderId,
     amount: toMajorUnits(input.amount, input.currency),
     currency: input.currency as Currency,
     merchant_code: merchantCode,
     ...(input.description ? { description: input.description } : {}),
-    ...(input.returnUrl ? { return_url: input.returnUrl } : {}),
+    ...(returnUrl ? { return_url: returnUrl } : {}),
   };
   try {
     // Not retried: a repeat after a lost answer would hit the 409 path below anyway, but only once, on purpose.
