@@ -1,0 +1,104 @@
+/**
+ * Typed calls to the engine's entry points (docs/engine-contract.md). Each takes an open transaction from
+ * db.ts's withTx, so a caller can put several in one transaction (a webhook's event record and its effect).
+ * No rule lives here: these only name the SQL functions and their arguments.
+ */
+import type { Tx } from "./db.ts";
+import { single } from "./db.ts";
+import type { Order } from "./order-schema.ts";
+
+/** The engine's order JSON (typed from the shared schema). */
+export type { Order };
+
+/** Arguments of {@link createOrder}. */
+export interface CreateOrderArgs {
+  items: { product_id: string; quantity: number }[];
+  paymentMethod: "sumup" | "stripe";
+  idempotencyKey: string;
+  requestHash: string;
+  customer?: { email?: string; name?: string };
+  customerId?: string | null;
+}
+
+/** Reserves stock and creates the order, or returns the first order for a replayed idempotency key. */
+export async function createOrder(tx: Tx, args: CreateOrderArgs): Promise<{ order: Order; replayed: boolean }> {
+  return single(
+    await tx`select public.create_order(
+      ${JSON.stringify(args.items)}::jsonb, ${args.paymentMethod}, ${args.idempotencyKey}, ${args.requestHash},
+      ${JSON.stringify(args.customer ?? {})}::jsonb, ${args.customerId ?? null}::uuid) as result`,
+  );
+}
+
+/** Stores the provider's checkout id (and URL) on the order. */
+export async function attachCheckout(
+  tx: Tx,
+  orderId: string,
+  checkout: { provider: "stripe" | "sumup"; id: string; url?: string | null },
+): Promise<Order> {
+  return single(
+    await tx`select public.attach_checkout(${orderId}::uuid, ${checkout.provider}, ${checkout.id},
+      ${checkout.url ?? null}) as result`,
+  );
+}
+
+/** Result of {@link markPaid}. */
+export interface MarkPaidResult {
+  result: "paid" | "already_paid" | "paid_out_of_stock" | "amount_mismatch";
+  order: Order;
+}
+
+/** Marks the order paid if amount and currency match (the engine checks); deducts stock once. */
+export async function markPaid(
+  tx: Tx,
+  orderId: string,
+  payment: { provider: "stripe" | "sumup"; ref: string; amount: number; currency: string },
+): Promise<MarkPaidResult> {
+  return single(
+    await tx`select public.mark_paid(${orderId}::uuid, ${payment.provider}, ${payment.ref},
+      ${payment.amount}::bigint, ${payment.currency}) as result`,
+  );
+}
+
+/** Cancels an unpaid order and releases its stock; SH410 from a paid one. */
+export async function cancelOrder(
+  tx: Tx,
+  orderId: string,
+  reason: string,
+): Promise<{ result: "cancelled" | "already_cancelled"; order: Order }> {
+  return single(await tx`select public.cancel_order(${orderId}::uuid, ${reason}) as result`);
+}
+
+/** True the first time (provider, event id) is seen; call it in the transaction of the event's effect. */
+export async function recordPaymentEvent(
+  tx: Tx,
+  event: { provider: "stripe" | "sumup"; id: string; type: string; orderId?: string | null },
+): Promise<boolean> {
+  return single(
+    await tx`select public.record_payment_event(${event.provider}, ${event.id}, ${event.type},
+      ${event.orderId ?? null}::uuid) as result`,
+  );
+}
+
+/** Records a refund on the order. */
+export async function recordRefund(
+  tx: Tx,
+  orderId: string,
+  refund: { ref: string; amount: number; currency: string },
+): Promise<Order> {
+  return single(
+    await tx`select public.record_refund(${orderId}::uuid, ${refund.ref}, ${refund.amount}::bigint,
+      ${refund.currency}) as result`,
+  );
+}
+
+/** The order if the transaction's role/claims may see it (RLS), else null. */
+export async function getOrder(tx: Tx, orderId: string): Promise<Order | null> {
+  return single(await tx`select public.get_order(${orderId}::uuid) as result`);
+}
+
+/** Counts a hit in `bucket`; 0 when allowed, else seconds until the window resets (the hit is not counted). */
+export async function rateLimitHit(tx: Tx, bucket: string, limit: number, windowSeconds: number): Promise<number> {
+  return Number(
+    single(await tx`select public.rate_limit_hit(${bucket}, ${limit}::int, ${windowSeconds}::int) as result`),
+  );
+}

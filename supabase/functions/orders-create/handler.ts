@@ -1,0 +1,160 @@
+/**
+ * orders-create: validates the order request, applies the rate limits, has the engine reserve stock and
+ * price the order in one call, then opens the payment: a Stripe Checkout Session (online) or, when SumUp is
+ * configured, a SumUp checkout (in store). The same Idempotency-Key and body always lead to the same order.
+ */
+import { authenticate, type Caller } from "../_shared/auth.ts";
+import { withTx } from "../_shared/db.ts";
+import { attachCheckout, cancelOrder, createOrder, type Order, rateLimitHit } from "../_shared/engine.ts";
+import { orderRateLimit, stripeConfig, sumupConfig } from "../_shared/env.ts";
+import { AppError } from "../_shared/errors.ts";
+import { clientAddress, json, readJson, type RequestContext, serve } from "../_shared/http.ts";
+import { callStripe } from "../_shared/stripe.ts";
+import { type FieldError, parseOrThrow } from "../_shared/validate.ts";
+import { sessionIdempotencyKey, sessionParams } from "./checkout.ts";
+import { idempotencyKeyHeader, orderCreateBody, type OrderCreateBody } from "./schema.ts";
+import { openSumupCheckout } from "./sumup-checkout.ts";
+
+/** JSON with object keys sorted at every level, so equal bodies hash equally whatever their key order. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : 1));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** sha256 (hex) of the validated body and the caller, which the engine compares on a replayed key. */
+async function requestHash(body: OrderCreateBody, caller: Caller): Promise<string> {
+  const text = `${caller.userId ?? caller.kind}\n${canonicalJson(body)}`;
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** 429 when the client's address or the signed-in user is over the limit (counted in Postgres). */
+async function enforceRateLimit(req: Request, caller: Caller, ctx: RequestContext): Promise<void> {
+  const limits = orderRateLimit();
+  const retryAfter = await withTx({ correlationId: ctx.correlationId, actor: caller.actor }, async (tx) => {
+    const byAddress = await rateLimitHit(tx, `orders-create:addr:${clientAddress(req)}`, limits.perAddress, limits.windowSeconds);
+    const byUser = caller.userId
+      ? await rateLimitHit(tx, `orders-create:user:${caller.userId}`, limits.perUser, limits.windowSeconds)
+      : 0;
+    return Math.max(byAddress, byUser);
+  });
+  if (retryAfter > 0) {
+    throw new AppError(429, "rate_limited", "Too many orders; retry later.", {
+      details: { retry_after_seconds: retryAfter },
+      headers: { "Retry-After": String(retryAfter) },
+    });
+  }
+}
+
+function providerUnavailable(order: Order): AppError {
+  return new AppError(
+    502,
+    "payment_provider_unavailable",
+    "The payment provider could not be reached; the order was cancelled and its stock released. " +
+      "Retry with a new Idempotency-Key.",
+    { details: { order_id: order.id, provider: order.payment_method } },
+  );
+}
+
+/** Opens (or, on a replay whose first attempt died early, reopens) the Stripe session; cancels the order on failure. */
+async function openStripeCheckout(
+  order: Order,
+  body: OrderCreateBody,
+  caller: Caller,
+  ctx: RequestContext,
+): Promise<Order> {
+  const txCtx = { correlationId: ctx.correlationId, actor: caller.actor };
+  let session: { id: string; url: string };
+  try {
+    // Stripe keeps its first answer per idempotency key, so racing replays all get one and the same session.
+    const created = await callStripe(
+      (stripe) =>
+        stripe.checkout.sessions.create(
+          sessionParams(order, { successUrl: body.success_url!, cancelUrl: body.cancel_url! }),
+          { idempotencyKey: sessionIdempotencyKey(order.id) },
+        ),
+      { idempotent: true },
+    );
+    if (!created.url) throw new Error("Stripe returned a session without a URL");
+    session = { id: created.id, url: created.url };
+  } catch (err) {
+    ctx.log.warn("stripe checkout failed; cancelling the order", {
+      order_id: order.id,
+      error: err instanceof Error ? { name: err.name, message: err.message } : String(err),
+    });
+    // Release the stock now rather than leave it reserved until the sweep.
+    await withTx(txCtx, (tx) => cancelOrder(tx, order.id, "payment_provider_unavailable")).catch((cancelErr) =>
+      ctx.log.error("cancelling after a provider failure failed", { order_id: order.id, error: cancelErr })
+    );
+    throw providerUnavailable(order);
+  }
+  // If this fails the session still exists; a replay gets it back from Stripe and stores it then.
+  return await withTx(txCtx, (tx) => attachCheckout(tx, order.id, { provider: "stripe", ...session }));
+}
+
+/** The 201 body: the order, when its stock is held until, and how to pay. */
+function answer(order: Order): Record<string, unknown> {
+  const out: Record<string, unknown> = { order, reservation_expires_at: order.reservation_expires_at };
+  if (order.payment_method === "stripe" && order.checkout_url) out.checkout_url = order.checkout_url;
+  if (order.payment_method === "sumup" && order.provider_checkout_id) out.sumup_checkout_id = order.provider_checkout_id;
+  return out;
+}
+
+const framed = serve(
+  { name: "orders-create", methods: ["POST"] },
+  async (req, ctx) => {
+    const caller = await authenticate(req);
+    const key = idempotencyKeyHeader.safeParse(req.headers.get("idempotency-key") ?? undefined);
+    // Header and body errors are reported together, so one round trip shows the client everything to fix.
+    const headerErrors: FieldError[] = key.success
+      ? []
+      : key.error.issues.map((issue) => ({ path: "header:Idempotency-Key", message: issue.message }));
+    const body = parseOrThrow(orderCreateBody, await readJson(req), headerErrors);
+    // A missing Stripe key is a deployment error (500): find out before any stock is reserved.
+    if (body.payment_method === "stripe") stripeConfig();
+
+    await enforceRateLimit(req, caller, ctx);
+
+    const requestHashHex = await requestHash(body, caller);
+    const created = await withTx(
+      { correlationId: ctx.correlationId, actor: caller.actor },
+      (tx) =>
+        createOrder(tx, {
+          items: body.items,
+          paymentMethod: body.payment_method,
+          idempotencyKey: key.data!,
+          requestHash: requestHashHex,
+          customer: body.customer,
+          customerId: caller.userId,
+        }),
+    );
+    let order = created.order;
+    ctx.log.info(created.replayed ? "order replayed" : "order created", {
+      order_id: order.id,
+      status: order.status,
+      total: order.total,
+    });
+
+    if (order.payment_method === "stripe") {
+      if (order.status === "awaiting_payment" && !order.checkout_url) {
+        order = await openStripeCheckout(order, body, caller, ctx);
+      } else if (created.replayed && order.status === "cancelled" && !order.provider_checkout_id) {
+        // The first attempt ended in 502 and cancelled the order: the same key gives the same answer.
+        throw providerUnavailable(order);
+      }
+    } else if (order.status === "awaiting_instore_payment" && !order.provider_checkout_id && sumupConfig()) {
+      order = await openSumupCheckout(order, caller, ctx);
+    }
+
+    return json(answer(order), 201, created.replayed ? { "Idempotent-Replayed": "true" } : {});
+  },
+);
+
+/** POST /orders-create: answers 201 `{ order, reservation_expires_at, checkout_url?, sumup_checkout_id? }`. */
+export async function handler(req: Request): Promise<Response> {
+  return await framed(req);
+}

@@ -1,0 +1,170 @@
+/**
+ * stripe-webhook: Stripe's events about our Checkout Sessions and charges. The signature is checked on the raw
+ * body first (400 and nothing changed when it fails); then the event is recorded and its effect applied in ONE
+ * transaction, so an event is acted on exactly once however often Stripe delivers it, and in whatever order.
+ */
+import { withTx, type Tx } from "../_shared/db.ts";
+import { cancelOrder, markPaid, recordPaymentEvent, recordRefund } from "../_shared/engine.ts";
+import { AppError, engineErrorCode } from "../_shared/errors.ts";
+import { json, serve } from "../_shared/http.ts";
+import type { Logger } from "../_shared/log.ts";
+import { Stripe, verifyStripeEvent } from "../_shared/stripe.ts";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** What an event does to its order, run inside the event's transaction. */
+type Effect = (tx: Tx) => Promise<Record<string, unknown>>;
+
+/** An event's order (if it names one) and effect (null: recorded only). */
+interface Plan {
+  orderId: string | null;
+  effect: Effect | null;
+  /** Why there is no effect, for the log and the answer. */
+  skip?: string;
+}
+
+function uuidOrNull(value: unknown): string | null {
+  return typeof value === "string" && UUID.test(value) ? value.toLowerCase() : null;
+}
+
+function idOf(ref: string | { id: string } | null | undefined): string | null {
+  return typeof ref === "string" ? ref : ref?.id ?? null;
+}
+
+/** Our order id on a session: metadata first (we always set it), then client_reference_id. */
+function sessionOrderId(session: Stripe.Checkout.Session): string | null {
+  return uuidOrNull(session.metadata?.order_id) ?? uuidOrNull(session.client_reference_id);
+}
+
+/** Marks the session's order paid; the engine checks amount and currency against the order. */
+function payEffect(orderId: string, session: Stripe.Checkout.Session): Effect {
+  return async (tx) => {
+    const paid = await markPaid(tx, orderId, {
+      provider: "stripe",
+      // The PaymentIntent is what later charge and refund events point to.
+      ref: idOf(session.payment_intent) ?? session.id,
+      amount: session.amount_total ?? -1,
+      currency: (session.currency ?? "").toUpperCase(),
+    });
+    return { result: paid.result, status: paid.order.status };
+  };
+}
+
+function cancelEffect(orderId: string, reason: string): Effect {
+  return async (tx) => {
+    const cancelled = await cancelOrder(tx, orderId, reason);
+    return { result: cancelled.result, status: cancelled.order.status };
+  };
+}
+
+/** A refunded charge's order: its metadata (copied from our PaymentIntent), else the stored payment ref. */
+async function chargeOrderId(tx: Tx, charge: Stripe.Charge): Promise<string | null> {
+  const fromMetadata = uuidOrNull(charge.metadata?.order_id);
+  if (fromMetadata) return fromMetadata;
+  const intent = idOf(charge.payment_intent);
+  if (!intent) return null;
+  const rows = await tx`select id from public.orders
+    where payment_method = 'stripe' and provider_payment_ref = ${intent} limit 1`;
+  return (rows[0]?.id as string | undefined) ?? null;
+}
+
+/** Decides, from the verified event alone, what it means for which order. */
+function plan(event: Stripe.Event): Plan {
+  switch (event.type) {
+    case "checkout.session.completed": {
+      const session = event.data.object;
+      const orderId = sessionOrderId(session);
+      if (!orderId) return { orderId, effect: null, skip: "not_our_session" };
+      // Delayed methods (SEPA, bank transfer) complete the session unpaid; their outcome comes as
+      // async_payment_succeeded / _failed.
+      if (session.payment_status !== "paid") return { orderId, effect: null, skip: "payment_pending" };
+      return { orderId, effect: payEffect(orderId, session) };
+    }
+    case "checkout.session.async_payment_succeeded": {
+      const session = event.data.object;
+      const orderId = sessionOrderId(session);
+      return orderId ? { orderId, effect: payEffect(orderId, session) } : { orderId, effect: null, skip: "not_our_session" };
+    }
+    case "checkout.session.async_payment_failed":
+    case "checkout.session.expired": {
+      const orderId = sessionOrderId(event.data.object);
+      return orderId
+        ? { orderId, effect: cancelEffect(orderId, `stripe:${event.type}`) }
+        : { orderId, effect: null, skip: "not_our_session" };
+    }
+    case "charge.refunded": {
+      const charge = event.data.object;
+      // The order may only be found through the database, so the lookup is part of the effect.
+      return {
+        orderId: uuidOrNull(charge.metadata?.order_id),
+        effect: async (tx) => {
+          const orderId = await chargeOrderId(tx, charge);
+          if (!orderId) return { ignored: "order_not_found" };
+          // amount_refunded is the charge's cumulative refund, so a late or repeated event cannot add twice.
+          const order = await recordRefund(tx, orderId, {
+            ref: idOf(charge.payment_intent) ?? charge.id,
+            amount: charge.amount_refunded,
+            currency: charge.currency.toUpperCase(),
+          });
+          return { result: "refund_recorded", order_id: orderId, refunded_amount: order.refunded_amount };
+        },
+      };
+    }
+    default:
+      return { orderId: null, effect: null, skip: "unhandled_type" };
+  }
+}
+
+/**
+ * Applies the effect under a savepoint: the engine refusing it for a reason that a retry cannot change (the
+ * order is already paid when a late "expired" arrives, or it is not ours) keeps the event recorded and
+ * answers 200, so Stripe stops redelivering; anything else rolls the whole event back for Stripe to retry.
+ */
+async function applyEffect(tx: Tx, effect: Effect, log: Logger): Promise<Record<string, unknown>> {
+  try {
+    return await tx.savepoint((sp) => effect(sp)) as Record<string, unknown>;
+  } catch (err) {
+    const code = engineErrorCode(err);
+    if (code === "invalid_transition" || code === "order_not_found") {
+      log.warn("event not applicable to the order", { reason: code });
+      return { ignored: code };
+    }
+    throw err;
+  }
+}
+
+function badSignature(): AppError {
+  return new AppError(400, "invalid_signature", "The Stripe-Signature header is missing, invalid or too old.");
+}
+
+const framed = serve({ name: "stripe-webhook", methods: ["POST"] }, async (req, ctx) => {
+  // The signature covers the exact bytes Stripe sent: read them as text before anything parses them.
+  const raw = await req.text();
+  const signature = req.headers.get("stripe-signature");
+  if (!signature) throw badSignature();
+  let event: Stripe.Event;
+  try {
+    event = await verifyStripeEvent(raw, signature);
+  } catch (err) {
+    if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) throw err;
+    // Logged without the body or the header: only that verification failed and roughly why.
+    ctx.log.warn("stripe signature rejected", { reason: err.message.slice(0, 120) });
+    throw badSignature();
+  }
+
+  const log = ctx.log.child({ event_id: event.id, event_type: event.type });
+  const { orderId, effect, skip } = plan(event);
+  const outcome = await withTx({ correlationId: ctx.correlationId, actor: "stripe" }, async (tx) => {
+    const first = await recordPaymentEvent(tx, { provider: "stripe", id: event.id, type: event.type, orderId });
+    if (!first) return { duplicate: true };
+    if (!effect) return { ignored: skip };
+    return await applyEffect(tx, effect, log);
+  });
+  log.info("stripe event processed", { order_id: orderId, ...outcome });
+  return json({ received: true, ...outcome });
+});
+
+/** POST from Stripe: 200 `{ received: true, ... }` once recorded (also for duplicates and unknown types). */
+export async function handler(req: Request): Promise<Response> {
+  return await framed(req);
+}
