@@ -1,0 +1,182 @@
+/**
+ * The benchmark: how close order creation on one hot product gets to the cluster's single-row UPDATE limit,
+ * what uniform traffic and the HTTP path achieve, and how the expiry sweep grows. Prints a table and writes
+ * bench/results/latest.json. Run through `npm run bench` (scripts/bench.sh builds the cluster).
+ */
+import postgres from "postgres";
+import { startGateway } from "./functions-gateway.ts";
+
+const dbUrl = Deno.env.get("SUPABASE_DB_URL")!;
+const clients = Number(Deno.env.get("BENCH_CLIENTS") ?? 8);
+const seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 10);
+const httpClients = Number(Deno.env.get("BENCH_HTTP_CLIENTS") ?? 50);
+const sweepSizes = (Deno.env.get("BENCH_SWEEP_SIZES") ?? "10000,100000").split(",").map(Number);
+const uniformProducts = 1000;
+const anonKey = Deno.env.get("SUPABASE_ANON_KEY")!;
+
+const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
+const started = performance.now();
+const progress = (msg: string) => console.error(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)}s] ${msg}`);
+
+interface Run {
+  name: string;
+  clients: number;
+  count: number;
+  per_second: number;
+  p50_ms: number;
+  p99_ms: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** Runs one pgbench script for `seconds` with `clients`; latencies come from pgbench's per-transaction log. */
+async function pgbench(name: string, script: string, n = clients): Promise<Run> {
+  progress(`${name}: pgbench, ${n} clients, ${seconds}s`);
+  const dir = await Deno.makeTempDir({ prefix: "stockhold-bench-" });
+  await Deno.writeTextFile(`${dir}/script.sql`, script);
+  const out = await new Deno.Command("pgbench", {
+    args: ["-n", "-c", String(n), "-j", String(Math.min(n, 2)), "-T", String(seconds), "-f", `${dir}/script.sql`, "-l",
+      `--log-prefix=${dir}/tx`, dbUrl],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) throw new Error(`pgbench failed for ${name}: ${new TextDecoder().decode(out.stderr)}`);
+  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(text)?.[1] ?? NaN);
+  const latencies: number[] = [];
+  for await (const f of Deno.readDir(dir)) {
+    if (!f.name.startsWith("tx")) continue;
+    for (const line of (await Deno.readTextFile(`${dir}/${f.name}`)).split("\n")) {
+      const cols = line.split(" ");
+      if (cols.length >= 3) latencies.push(Number(cols[2]) / 1000);
+    }
+  }
+  await Deno.remove(dir, { recursive: true });
+  latencies.sort((a, b) => a - b);
+  return { name, clients: n, count: latencies.length, per_second: Math.round(tps), p50_ms: round(percentile(latencies, 50)), p99_ms: round(percentile(latencies, 99)) };
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+/** A product with plenty of stock at the shop, through the engine's restock (so the ledger stays true). */
+async function product(sku: string, stock: number): Promise<string> {
+  const [{ id }] = await sql`insert into public.products (sku, name, unit_price, currency, tax_rate_bp)
+                             values (${sku}, ${"Bench " + sku}, 1000, 'EUR', 1900) returning id`;
+  await sql`select public.restock(${id}, 'shop', ${stock}, 'bench')`;
+  return id;
+}
+
+const orderCall = (productExpr: string) =>
+  `select public.create_order(jsonb_build_array(jsonb_build_object('product_id', ${productExpr}, 'quantity', 1)), ` +
+  `'sumup', gen_random_uuid()::text, 'bench', '{}'::jsonb);\n`;
+
+async function main() {
+  const stamp = Date.now().toString(36);
+  await sql`create schema if not exists bench`;
+  await sql`create table if not exists bench.hot (id int primary key, n bigint not null)`;
+  await sql`insert into bench.hot values (1, 0) on conflict do nothing`;
+  await sql`create table if not exists bench.pids (n int primary key, id uuid not null)`;
+
+  const limit = await pgbench("limit: UPDATE one hot row", "update bench.hot set n = n + 1 where id = 1;\n");
+
+  const hotId = await product(`HOT-${stamp}`, 100_000_000);
+  const hot = await pgbench("create_order, one hot product", orderCall(`'${hotId}'`));
+
+  progress(`creating ${uniformProducts} products for the uniform runs`);
+  for (let i = 1; i <= uniformProducts; i++) {
+    await sql`insert into bench.pids values (${i}, ${await product(`UNI-${stamp}-${i}`, 10_000_000)})`;
+  }
+  const uniform = await pgbench(
+    `create_order, ${uniformProducts} uniform products`,
+    `\\set p random(1, ${uniformProducts})\n` + orderCall("(select id from bench.pids where n = :p)"),
+  );
+
+  const http = await httpRun();
+  const sweeps = [];
+  for (const size of sweepSizes) sweeps.push(await sweep(size));
+
+  const result = {
+    machine: `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores`,
+    postgres: (await sql`select version()`)[0].version,
+    at: new Date().toISOString(),
+    seconds_per_run: seconds,
+    limit,
+    runs: [hot, uniform, http].map((r) => ({ ...r, ratio_to_limit: round(r.per_second / limit.per_second) })),
+    sweeps,
+  };
+  print(result);
+  await Deno.mkdir(new URL("../bench/results/", import.meta.url), { recursive: true });
+  await Deno.writeTextFile(new URL("../bench/results/latest.json", import.meta.url), JSON.stringify(result, null, 2) + "\n");
+  progress("wrote bench/results/latest.json");
+}
+
+/** orders-create through the gateway (in this process) with `httpClients` concurrent clients. */
+async function httpRun(): Promise<Run> {
+  progress(`orders-create over HTTP: ${httpClients} clients, ${seconds}s`);
+  Deno.env.set("ORDER_RATE_LIMIT_PER_ADDRESS", "100000000");
+  Deno.env.set("ORDER_RATE_LIMIT_PER_USER", "100000000");
+  Deno.env.set("DB_POOL_MAX", String(Math.min(httpClients, 20)));
+  Deno.env.set("LOG_LEVEL", "silent");
+  const gw = await startGateway();
+  const pids = (await sql`select id from bench.pids order by n`).map((r) => r.id as string);
+  const latencies: number[] = [];
+  let errors = 0;
+  const until = performance.now() + seconds * 1000;
+  await Promise.all(Array.from({ length: httpClients }, async () => {
+    while (performance.now() < until) {
+      const t0 = performance.now();
+      const res = await fetch(`${gw.url}/functions/v1/orders-create`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${anonKey}`, "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
+        body: JSON.stringify({ items: [{ product_id: pids[Math.floor(Math.random() * pids.length)], quantity: 1 }], payment_method: "sumup" }),
+      });
+      await res.body?.cancel();
+      if (res.status === 201) latencies.push(performance.now() - t0);
+      else errors++;
+    }
+  }));
+  await gw.shutdown();
+  if (errors) progress(`orders-create over HTTP: ${errors} non-201 answers`);
+  latencies.sort((a, b) => a - b);
+  return { name: `orders-create over HTTP`, clients: httpClients, count: latencies.length, per_second: Math.round(latencies.length / seconds), p50_ms: round(percentile(latencies, 50)), p99_ms: round(percentile(latencies, 99)) };
+}
+
+/** Creates `size` reservations that expired an hour ago, then times the sweep until nothing is left. */
+async function sweep(size: number) {
+  progress(`sweep: creating ${size} expired reservations`);
+  await sql.unsafe(`select count(public.create_order(jsonb_build_array(jsonb_build_object('product_id',
+      (select id from bench.pids where n = 1 + (g % ${uniformProducts})), 'quantity', 1)), 'sumup', gen_random_uuid()::text,
+      'bench', '{}'::jsonb, null, now() - interval '2 hours')) from generate_series(1, ${size}) g`);
+  await sql`vacuum analyze`;
+  progress(`sweep: releasing ${size}`);
+  const t0 = performance.now();
+  let released = 0;
+  for (;;) {
+    const [{ n }] = await sql`select public.expire_reservations(now()) as n`;
+    if (Number(n) === 0) break;
+    released += Number(n);
+  }
+  const s = (performance.now() - t0) / 1000;
+  return { reservations: size, released, seconds: round(s), rows_per_second: Math.round(released / s) };
+}
+
+function print(r: Awaited<ReturnType<typeof Object>>) {
+  const rows = [r.limit, ...r.runs] as (Run & { ratio_to_limit?: number })[];
+  console.log(`\nstockhold bench — ${r.machine}; ${r.postgres.split(",")[0]}; ${r.seconds_per_run}s per run\n`);
+  console.log("| run | clients | count | per second | p50 ms | p99 ms | ratio to limit |");
+  console.log("|---|---:|---:|---:|---:|---:|---:|");
+  for (const x of rows) {
+    console.log(`| ${x.name} | ${x.clients} | ${x.count} | ${x.per_second} | ${x.p50_ms} | ${x.p99_ms} | ${x.ratio_to_limit ?? 1} |`);
+  }
+  console.log("\n| sweep | released | seconds | rows per second |\n|---:|---:|---:|---:|");
+  for (const s of r.sweeps) console.log(`| ${s.reservations} | ${s.released} | ${s.seconds} | ${s.rows_per_second} |`);
+}
+
+try {
+  await main();
+} finally {
+  await sql.end();
+}
