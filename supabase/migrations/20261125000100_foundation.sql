@@ -1,0 +1,97 @@
+-- Foundation of the engine: the schemas, the default privileges every later migration relies on, and the
+-- request-context readers (actor, correlation id) that the ledger and the audit trail stamp on every row.
+
+-- ============================================================================================================
+-- Default privileges
+-- ============================================================================================================
+-- Why: Postgres grants EXECUTE on every new function to PUBLIC, and Supabase (and scripts/sql/bootstrap.sql)
+-- grants all on new public tables and functions to anon, authenticated and service_role. An engine function
+-- that moves stock or money must never become callable by a browser by accident, so nothing is granted by
+-- default; every object below is granted explicitly, right after it is defined.
+alter default privileges revoke execute on functions from public;
+alter default privileges in schema public revoke all on tables from anon, authenticated, service_role;
+alter default privileges in schema public revoke all on functions from anon, authenticated, service_role;
+alter default privileges in schema public revoke all on sequences from anon, authenticated, service_role;
+
+-- ============================================================================================================
+-- Schemas
+-- ============================================================================================================
+-- Why: stock, reservations, the ledger and the audit trail live where the API (PostgREST, `schemas =
+-- ["public"]`) cannot see them; only the entry-point functions in public reach them, as their owner.
+create schema if not exists private;
+revoke all on schema private from public;
+comment on schema private is
+  'Engine internals (stock, reservations, ledger, audit, settings). Not exposed; reached only through public functions.';
+
+-- Why: operators read reconciliation and timelines through views that only service_role may select.
+create schema if not exists admin;
+revoke all on schema admin from public;
+grant usage on schema admin to service_role;
+comment on schema admin is 'Read-only operator views (service_role only).';
+
+-- ============================================================================================================
+-- Request context
+-- ============================================================================================================
+-- Why: every ledger row and status change says who caused it. The edge functions set app.actor per
+-- transaction; a pg_cron job connects with application_name 'pg_cron' and is recorded as 'cron'; anything
+-- else (psql, a migration) is recorded by its database login so no row is ever anonymous.
+create function private.current_actor()
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(
+    nullif(current_setting('app.actor', true), ''),
+    case when current_setting('application_name', true) = 'pg_cron' then 'cron' end,
+    'db:' || session_user
+  )
+$$;
+
+-- Why: one correlation id ties a request's log lines to the ledger and status rows it wrote.
+create function private.correlation_id()
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select nullif(current_setting('app.correlation_id', true), '')
+$$;
+
+-- Why: statement-level triggers cannot take arguments from the statement that fired them, so the functions
+-- that change an order's status put the reason in a transaction-local setting just before the UPDATE.
+create function private.status_reason()
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select nullif(current_setting('stockhold.status_reason', true), '')
+$$;
+
+-- Why: a status change is only ever requested with its reason; this keeps the set/clear pair in one place.
+create function private.set_status_reason(p_reason text)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  perform set_config('stockhold.status_reason', coalesce(p_reason, ''), true);
+end
+$$;
+
+-- Why: append-only tables (the stock ledger, the status history) refuse UPDATE, DELETE and TRUNCATE
+-- for every role, the owner and superusers included, so history cannot be rewritten.
+create function private.refuse_change()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  raise exception using
+    errcode = 'restrict_violation',
+    message = format('%s.%s is append-only: %s is refused', tg_table_schema, tg_table_name, tg_op),
+    hint = 'Write a compensating row instead (for stock: an adjust movement through public.adjust_stock).';
+end
+$$;

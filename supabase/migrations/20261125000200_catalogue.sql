@@ -1,0 +1,105 @@
+-- The catalogue and where its stock sits: products (public, readable by shoppers), locations and the cached
+-- stock levels per product and location (private; changed only together with a ledger row).
+
+-- ============================================================================================================
+-- Products
+-- ============================================================================================================
+-- Why: the single source of prices. create_order copies unit_price and tax_rate_bp into the order lines, so a
+-- later price change never alters an order already placed. Money is integer minor units (cents) of `currency`;
+-- unit_price is net and tax_rate_bp is in basis points (1900 = 19 %).
+create table public.products (
+  id uuid primary key default gen_random_uuid(),
+  sku text not null unique check (sku ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
+  name text not null check (length(btrim(name)) between 1 and 200),
+  unit_price bigint not null check (unit_price >= 0),
+  currency char(3) not null default 'EUR' check (currency ~ '^[A-Z]{3}$'),
+  tax_rate_bp integer not null default 0 check (tax_rate_bp between 0 and 10000),
+  active boolean not null default true,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+comment on table public.products is 'Catalogue: net unit price in minor units, tax rate in basis points. Prices are copied into order lines.';
+
+alter table public.products enable row level security;
+
+-- Why: the shop window is public: anyone, signed in or not, may read products that are on sale.
+create policy "Anyone reads the active catalogue"
+  on public.products for select
+  to anon, authenticated
+  using (active);
+
+-- Why: staff also see products taken off sale (to answer questions about older orders).
+create policy "Staff read the whole catalogue"
+  on public.products for select
+  to authenticated
+  using (((select auth.jwt()) -> 'app_metadata' ->> 'role') in ('staff', 'admin'));
+
+revoke all on public.products from public, anon, authenticated, service_role;
+grant select on public.products to anon, authenticated;
+-- Why: the back office (service key) maintains the catalogue; stock is never written here but via restock.
+grant select, insert, update on public.products to service_role;
+
+-- Why: keeps updated_at honest when the back office edits a product.
+create function private.touch_updated_at()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  new.updated_at := now();
+  return new;
+end
+$$;
+
+create trigger products_touch_updated_at
+  before update on public.products
+  for each row execute function private.touch_updated_at();
+
+-- ============================================================================================================
+-- Locations
+-- ============================================================================================================
+-- Why: stock sits in the shop and in the warehouse; each sales channel draws from them in its own order
+-- (in store, the shop's shelf first; online, the warehouse first) so the shop keeps its shelf for walk-ins.
+create table private.locations (
+  id smallint primary key,
+  code text not null unique check (code ~ '^[a-z][a-z0-9_]{0,31}$'),
+  name text not null,
+  instore_priority smallint not null unique,
+  online_priority smallint not null unique
+);
+comment on table private.locations is 'Stock locations. Lower priority = drawn from first (in store: sumup; online: stripe).';
+comment on column private.locations.instore_priority is 'Allocation order for in-store (sumup) orders; lower first.';
+comment on column private.locations.online_priority is 'Allocation order for online (stripe) orders; lower first.';
+
+alter table private.locations enable row level security;
+revoke all on private.locations from public, anon, authenticated, service_role;
+
+insert into private.locations (id, code, name, instore_priority, online_priority) values
+  (1, 'shop', 'Shop floor', 1, 2),
+  (2, 'warehouse', 'Warehouse', 2, 1);
+
+-- ============================================================================================================
+-- Stock levels
+-- ============================================================================================================
+-- Why: the cached figure every sale checks and locks. on_hand is what physically sits at the location,
+-- reserved what active reservations hold back; available = on_hand - reserved. The CHECKs make overselling
+-- impossible whatever the code does: a reservation beyond on_hand, or a deduction below zero, aborts the
+-- transaction. Only engine functions change these rows, always together with a stock_movements row.
+create table private.stock_levels (
+  product_id uuid not null references public.products (id),
+  location_id smallint not null references private.locations (id),
+  on_hand integer not null default 0,
+  reserved integer not null default 0,
+  updated_at timestamptz not null default now(),
+  primary key (product_id, location_id),
+  constraint stock_levels_on_hand_not_negative check (on_hand >= 0),
+  constraint stock_levels_reserved_not_negative check (reserved >= 0),
+  constraint stock_levels_reserved_within_on_hand check (reserved <= on_hand)
+);
+comment on table private.stock_levels is
+  'Cached stock per product and location; equals the ledger sum (on_hand) and the active reservations (reserved).';
+
+create index stock_levels_location_idx on private.stock_levels (location_id);
+
+alter table private.stock_levels enable row level security;
+revoke all on private.stock_levels from public, anon, authenticated, service_role;

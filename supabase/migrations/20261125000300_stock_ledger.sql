@@ -1,0 +1,88 @@
+-- The stock ledger: every change of on_hand or reserved, signed and typed, written in the same statement that
+-- changes the cached stock level. Append-only for everyone. Plus the one helper that locks stock rows.
+
+-- ============================================================================================================
+-- stock_movements
+-- ============================================================================================================
+-- Why: the cached stock_levels can be proven right at any moment: on_hand is the sum of delta_on_hand and
+-- reserved the sum of delta_reserved for that product and location (admin.stock_reconciliation shows both).
+-- No foreign keys on purpose: a foreign key check locks the referenced row (KEY SHARE) for every insert, and the
+-- sweep inserts thousands of rows per batch; the engine functions are the only writers and keep the references.
+create table private.stock_movements (
+  id bigint generated always as identity primary key,
+  product_id uuid not null,
+  location_id smallint not null,
+  delta_on_hand integer not null default 0,
+  delta_reserved integer not null default 0,
+  reason text not null check (reason in ('reserve', 'release', 'expire', 'fulfil', 'restock', 'adjust')),
+  order_id uuid,
+  reservation_id bigint,
+  actor text not null default private.current_actor(),
+  correlation_id text default private.correlation_id(),
+  note text,
+  created_at timestamptz not null default now(),
+  -- a zero movement writes nothing
+  constraint stock_movements_not_zero check (delta_on_hand <> 0 or delta_reserved <> 0),
+  -- each reason moves the figures in one direction only
+  constraint stock_movements_signs check (
+    case reason
+      when 'reserve' then delta_on_hand = 0 and delta_reserved > 0
+      when 'release' then delta_on_hand = 0 and delta_reserved < 0
+      when 'expire' then delta_on_hand = 0 and delta_reserved < 0
+      when 'fulfil' then delta_on_hand < 0 and delta_reserved <= 0
+      when 'restock' then delta_on_hand > 0 and delta_reserved = 0
+      when 'adjust' then delta_reserved = 0
+    end
+  ),
+  -- reservation movements name their reservation and order; stock-keeping ones name neither
+  constraint stock_movements_reservation_ref check (
+    (reason in ('reserve', 'release', 'expire', 'fulfil')) = (reservation_id is not null and order_id is not null)
+  )
+);
+comment on table private.stock_movements is
+  'Append-only stock ledger: signed deltas of on_hand and reserved per product and location, with reason, actor, correlation id.';
+
+-- Why: a reservation is opened once (reserve) and closed once (fulfil, release or expire). A replayed webhook,
+-- a second worker or a sweep racing a payment therefore cannot deduct or release the same units twice: the
+-- second insert fails on this key instead of moving stock again.
+create unique index stock_movements_reservation_once_idx
+  on private.stock_movements (reservation_id, (reason = 'reserve'))
+  where reservation_id is not null;
+
+create index stock_movements_order_idx on private.stock_movements (order_id) where order_id is not null;
+create index stock_movements_product_location_idx on private.stock_movements (product_id, location_id);
+
+alter table private.stock_movements enable row level security;
+revoke all on private.stock_movements from public, anon, authenticated, service_role;
+
+-- Why: the ledger is evidence; nobody (postgres and superusers included) may rewrite or empty it. Statement-level
+-- BEFORE triggers fire even when no row matches, so the attempt itself is refused.
+create trigger stock_movements_append_only
+  before update or delete on private.stock_movements
+  for each statement execute function private.refuse_change();
+
+create trigger stock_movements_no_truncate
+  before truncate on private.stock_movements
+  for each statement execute function private.refuse_change();
+
+-- ============================================================================================================
+-- lock_stock
+-- ============================================================================================================
+-- Why: the one place stock rows are locked. Every rule that changes stock_levels calls it first, and it always
+-- locks in (product_id, location_id) order, so two transactions can never hold each other's rows: no deadlock.
+-- FOR NO KEY UPDATE is enough to serialise writers and, unlike FOR UPDATE, does not block foreign-key checks
+-- (reservations reference stock_levels). Callers take it as late as they can: the lock lasts until commit.
+create function private.lock_stock(p_product_ids uuid[], p_location_ids smallint[] default null)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  perform 1
+  from private.stock_levels s
+  where s.product_id = any (p_product_ids)
+    and (p_location_ids is null or s.location_id = any (p_location_ids))
+  order by s.product_id, s.location_id
+  for no key update of s;
+end
+$$;

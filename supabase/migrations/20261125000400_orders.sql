@@ -1,0 +1,289 @@
+-- Orders, their lines (prices copied at order time), the status history written by a trigger, and the order's
+-- JSON shape shared by every entry point (docs/engine-contract.md, "Order JSON").
+
+-- ============================================================================================================
+-- orders
+-- ============================================================================================================
+-- Why: one row per checkout attempt. Totals are computed by create_order from the catalogue, never taken from
+-- the client. Every status change is a compare-and-set by an engine function, and the trigger below records it.
+-- idempotency_key is unique so a retried request (same key) finds the first order instead of creating another;
+-- request_hash tells a true retry from a different request that reuses the key.
+create table public.orders (
+  id uuid primary key default gen_random_uuid(),
+  status text not null check (status in (
+    'awaiting_instore_payment', 'awaiting_payment', 'paid', 'paid_out_of_stock', 'fulfilled', 'cancelled', 'expired'
+  )),
+  payment_method text not null check (payment_method in ('sumup', 'stripe')),
+  currency char(3) not null check (currency ~ '^[A-Z]{3}$'),
+  subtotal bigint not null check (subtotal >= 0),
+  tax bigint not null check (tax >= 0),
+  total bigint not null,
+  refunded_amount bigint not null default 0,
+  idempotency_key text unique check (length(idempotency_key) between 1 and 255),
+  request_hash text check (length(request_hash) between 1 and 128),
+  customer_id uuid,
+  customer_email text check (length(customer_email) <= 320),
+  customer_name text check (length(customer_name) <= 200),
+  provider_checkout_id text check (length(provider_checkout_id) <= 255),
+  checkout_url text check (length(checkout_url) <= 2048),
+  provider_payment_ref text check (length(provider_payment_ref) <= 255),
+  reservation_expires_at timestamptz not null,
+  created_at timestamptz not null default now(),
+  paid_at timestamptz,
+  cancelled_at timestamptz,
+  expired_at timestamptz,
+  fulfilled_at timestamptz,
+  constraint orders_total_is_sum check (total = subtotal + tax),
+  constraint orders_refund_within_total check (refunded_amount between 0 and total),
+  constraint orders_key_has_hash check ((idempotency_key is null) = (request_hash is null)),
+  constraint orders_paid_has_time check (status not in ('paid', 'paid_out_of_stock', 'fulfilled') or paid_at is not null)
+);
+comment on table public.orders is
+  'Orders: totals computed in SQL, status changed only by engine functions (compare-and-set), audited by trigger.';
+
+create index orders_customer_idx on public.orders (customer_id) where customer_id is not null;
+-- Why: lets a provider's checkout id find its order (webhooks) and refuses the same checkout on two orders.
+create unique index orders_provider_checkout_idx
+  on public.orders (payment_method, provider_checkout_id) where provider_checkout_id is not null;
+-- Why: the sweep finds unpaid orders whose reservations lapsed without scanning paid history.
+create index orders_awaiting_expiry_idx
+  on public.orders (reservation_expires_at)
+  where status in ('awaiting_instore_payment', 'awaiting_payment');
+
+alter table public.orders enable row level security;
+
+-- Why: a signed-in customer sees their own orders, nobody else's.
+create policy "Customers read their own orders"
+  on public.orders for select
+  to authenticated
+  using (customer_id = (select auth.uid()));
+
+-- Why: staff (app_metadata.role staff or admin, set only by the service) serve every customer.
+create policy "Staff read all orders"
+  on public.orders for select
+  to authenticated
+  using (((select auth.jwt()) -> 'app_metadata' ->> 'role') in ('staff', 'admin'));
+
+-- anon holds SELECT so get_order (security invoker) answers null instead of failing; no policy lets it see a row.
+revoke all on public.orders from public, anon, authenticated, service_role;
+grant select on public.orders to anon, authenticated, service_role;
+
+-- ============================================================================================================
+-- order_items
+-- ============================================================================================================
+-- Why: the lines as sold. Name, price and tax rate are copied from the catalogue at order time so the order
+-- keeps its price whatever happens to the product later; the CHECKs pin the arithmetic of the contract.
+create table public.order_items (
+  order_id uuid not null references public.orders (id),
+  line_no smallint not null check (line_no >= 1),
+  product_id uuid not null references public.products (id),
+  sku text not null,
+  name text not null,
+  quantity integer not null check (quantity between 1 and 1000),
+  unit_price bigint not null check (unit_price >= 0),
+  tax_rate_bp integer not null check (tax_rate_bp between 0 and 10000),
+  line_subtotal bigint not null,
+  line_tax bigint not null check (line_tax >= 0),
+  line_total bigint not null,
+  primary key (order_id, line_no),
+  constraint order_items_one_line_per_product unique (order_id, product_id),
+  constraint order_items_subtotal check (line_subtotal = unit_price * quantity),
+  constraint order_items_total check (line_total = line_subtotal + line_tax)
+);
+comment on table public.order_items is 'Order lines with name, unit price and tax rate copied at order time.';
+
+create index order_items_product_idx on public.order_items (product_id);
+
+alter table public.order_items enable row level security;
+
+-- Why: a line is visible exactly when its order is (the orders policies apply inside the subquery).
+create policy "Lines are visible with their order"
+  on public.order_items for select
+  to authenticated
+  using (exists (select 1 from public.orders o where o.id = order_items.order_id));
+
+revoke all on public.order_items from public, anon, authenticated, service_role;
+grant select on public.order_items to anon, authenticated, service_role;
+
+-- ============================================================================================================
+-- order_status_history
+-- ============================================================================================================
+-- Why: the audit trail of every order: each status change (and each refused payment) with who, why and the
+-- request's correlation id. Written by the trigger below, so no code path can change a status unrecorded.
+-- No foreign key: the sweep writes thousands of rows per batch and the trigger only ever names real orders.
+create table private.order_status_history (
+  id bigint generated always as identity primary key,
+  order_id uuid not null,
+  from_status text,
+  to_status text not null,
+  actor text not null default private.current_actor(),
+  correlation_id text default private.correlation_id(),
+  reason text,
+  at timestamptz not null default now()
+);
+comment on table private.order_status_history is
+  'Append-only audit of order status changes (from, to, actor, correlation id, reason) written by trigger.';
+
+create index order_status_history_order_idx on private.order_status_history (order_id, id);
+
+alter table private.order_status_history enable row level security;
+revoke all on private.order_status_history from public, anon, authenticated, service_role;
+
+create trigger order_status_history_append_only
+  before update or delete on private.order_status_history
+  for each statement execute function private.refuse_change();
+
+create trigger order_status_history_no_truncate
+  before truncate on private.order_status_history
+  for each statement execute function private.refuse_change();
+
+-- Why: records the initial status of every new order. Statement-level with a transition table: one INSERT
+-- for the whole statement, whatever its size.
+create function private.record_order_created()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into private.order_status_history (order_id, from_status, to_status, reason)
+  select n.id, null, n.status, coalesce(private.status_reason(), 'created')
+  from new_orders n;
+  return null;
+end
+$$;
+
+create trigger orders_status_created
+  after insert on public.orders
+  referencing new table as new_orders
+  for each statement execute function private.record_order_created();
+
+-- Why: records every status change, whoever made it. Statement-level so the sweep's set-based UPDATE of
+-- thousands of orders writes its history in one INSERT instead of one trigger call per row.
+create function private.record_order_status_change()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into private.order_status_history (order_id, from_status, to_status, reason)
+  select n.id, o.status, n.status, private.status_reason()
+  from new_orders n
+  join old_orders o on o.id = n.id
+  where n.status is distinct from o.status;
+  return null;
+end
+$$;
+
+create trigger orders_status_changed
+  after update on public.orders
+  referencing old table as old_orders new table as new_orders
+  for each statement execute function private.record_order_status_change();
+
+-- ============================================================================================================
+-- Order JSON
+-- ============================================================================================================
+-- Why: one shape for every entry point that returns an order (create_order, mark_paid, cancel_order, ...).
+-- Runs as the calling engine function (owner), so it sees every order; get_order below has its own
+-- RLS-bound copy of the same shape.
+create function private.order_json(p_order_id uuid)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'id', o.id,
+    'status', o.status,
+    'payment_method', o.payment_method,
+    'currency', o.currency,
+    'subtotal', o.subtotal,
+    'tax', o.tax,
+    'total', o.total,
+    'refunded_amount', o.refunded_amount,
+    'customer_id', o.customer_id,
+    'customer_email', o.customer_email,
+    'customer_name', o.customer_name,
+    'provider_checkout_id', o.provider_checkout_id,
+    'checkout_url', o.checkout_url,
+    'provider_payment_ref', o.provider_payment_ref,
+    'created_at', o.created_at,
+    'paid_at', o.paid_at,
+    'cancelled_at', o.cancelled_at,
+    'expired_at', o.expired_at,
+    'fulfilled_at', o.fulfilled_at,
+    'reservation_expires_at', o.reservation_expires_at,
+    'items', coalesce((
+      select jsonb_agg(jsonb_build_object(
+        'product_id', i.product_id,
+        'sku', i.sku,
+        'name', i.name,
+        'quantity', i.quantity,
+        'unit_price', i.unit_price,
+        'tax_rate_bp', i.tax_rate_bp,
+        'line_subtotal', i.line_subtotal,
+        'line_tax', i.line_tax,
+        'line_total', i.line_total
+      ) order by i.line_no)
+      from public.order_items i
+      where i.order_id = o.id
+    ), '[]'::jsonb)
+  )
+  from public.orders o
+  where o.id = p_order_id
+$$;
+
+-- ============================================================================================================
+-- get_order
+-- ============================================================================================================
+-- Why: the read path for customers and staff. Security invoker: the orders and order_items policies decide,
+-- so a stranger's order (or any order, for anon) comes back as null, indistinguishable from a missing one.
+create function public.get_order(p_order_id uuid)
+returns jsonb
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'id', o.id,
+    'status', o.status,
+    'payment_method', o.payment_method,
+    'currency', o.currency,
+    'subtotal', o.subtotal,
+    'tax', o.tax,
+    'total', o.total,
+    'refunded_amount', o.refunded_amount,
+    'customer_id', o.customer_id,
+    'customer_email', o.customer_email,
+    'customer_name', o.customer_name,
+    'provider_checkout_id', o.provider_checkout_id,
+    'checkout_url', o.checkout_url,
+    'provider_payment_ref', o.provider_payment_ref,
+    'created_at', o.created_at,
+    'paid_at', o.paid_at,
+    'cancelled_at', o.cancelled_at,
+    'expired_at', o.expired_at,
+    'fulfilled_at', o.fulfilled_at,
+    'reservation_expires_at', o.reservation_expires_at,
+    'items', coalesce((
+      select jsonb_agg(jsonb_build_object(
+        'product_id', i.product_id,
+        'sku', i.sku,
+        'name', i.name,
+        'quantity', i.quantity,
+        'unit_price', i.unit_price,
+        'tax_rate_bp', i.tax_rate_bp,
+        'line_subtotal', i.line_subtotal,
+        'line_tax', i.line_tax,
+        'line_total', i.line_total
+      ) order by i.line_no)
+      from public.order_items i
+      where i.order_id = o.id
+    ), '[]'::jsonb)
+  )
+  from public.orders o
+  where o.id = p_order_id
+$$;
+
+revoke all on function public.get_order(uuid) from public, anon, authenticated, service_role;
+grant execute on function public.get_order(uuid) to anon, authenticated, service_role;

@@ -1,0 +1,560 @@
+-- Reservations: stock held back for an unpaid order until it is paid, cancelled or lapses. The settings that
+-- say how long, the helpers that open and close reservations (always with their ledger rows), and the entry
+-- points that create and cancel orders.
+
+-- ============================================================================================================
+-- settings
+-- ============================================================================================================
+-- Why: how long an unpaid order holds its stock, per payment method. In store (SumUp) the customer stands at
+-- the till: 15 minutes. Online (Stripe Checkout) the session must live at least 30 minutes (Stripe's minimum),
+-- and the reservation must outlive it, or a payment completed at the session's last second would find its
+-- stock gone: hence >= 31 minutes, 35 by default.
+create table private.settings (
+  payment_method text primary key check (payment_method in ('sumup', 'stripe')),
+  reservation_ttl interval not null,
+  updated_at timestamptz not null default now(),
+  constraint settings_ttl_range check (reservation_ttl > interval '0' and reservation_ttl <= interval '1 day'),
+  constraint settings_stripe_ttl_outlives_checkout
+    check (payment_method <> 'stripe' or reservation_ttl >= interval '31 minutes')
+);
+comment on table private.settings is
+  'Reservation TTL per payment method (stripe >= 31 min: a Checkout Session lives >= 30 min).';
+
+alter table private.settings enable row level security;
+revoke all on private.settings from public, anon, authenticated, service_role;
+
+insert into private.settings (payment_method, reservation_ttl) values
+  ('sumup', interval '15 minutes'),
+  ('stripe', interval '35 minutes');
+
+-- ============================================================================================================
+-- reservations
+-- ============================================================================================================
+-- Why: the units an unpaid order holds at one location. While active they are counted in
+-- stock_levels.reserved; closing one (consumed by payment, released by cancel, expired by time) gives them back
+-- or turns them into a deduction, always with a ledger row. All reservations of an order share its
+-- reservation_expires_at.
+create table private.reservations (
+  id bigint generated always as identity primary key,
+  order_id uuid not null references public.orders (id),
+  product_id uuid not null,
+  location_id smallint not null,
+  quantity integer not null check (quantity > 0),
+  status text not null default 'active' check (status in ('active', 'consumed', 'released', 'expired')),
+  expires_at timestamptz not null,
+  created_at timestamptz not null default now(),
+  closed_at timestamptz,
+  constraint reservations_stock_level_fk foreign key (product_id, location_id)
+    references private.stock_levels (product_id, location_id),
+  constraint reservations_closed_has_time check ((status = 'active') = (closed_at is null))
+);
+comment on table private.reservations is
+  'Stock held for an unpaid order at one location until consumed (paid), released (cancelled) or expired.';
+
+-- Why: the sweep walks only active rows in expiry order; its cost follows the rows it releases, not the table.
+create index reservations_active_expiry_idx on private.reservations (expires_at) where status = 'active';
+-- Why: create_order releases lapsed reservations of exactly the products it locks, and list_products counts
+-- them as free, without touching closed history.
+create index reservations_active_product_idx
+  on private.reservations (product_id, expires_at) where status = 'active';
+-- Why: payment and cancellation find an order's open reservations.
+create index reservations_order_idx on private.reservations (order_id);
+
+alter table private.reservations enable row level security;
+revoke all on private.reservations from public, anon, authenticated, service_role;
+
+-- ============================================================================================================
+-- close_reservations
+-- ============================================================================================================
+-- Why: the single way a reservation ends. In one statement it closes the still-active ones among p_ids, writes
+-- one ledger row each (consumed -> fulfil, which also deducts on_hand; released -> release; expired -> expire)
+-- and moves the cached stock levels by the same amounts. The caller holds the reservation rows and has locked
+-- the stock rows with lock_stock. The ledger's unique key makes a second close of the same reservation fail.
+-- Returns how many reservations it closed.
+create function private.close_reservations(p_ids bigint[], p_to text, p_now timestamptz)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_reason text := case p_to when 'consumed' then 'fulfil' when 'released' then 'release' when 'expired' then 'expire' end;
+  v_count integer;
+begin
+  if v_reason is null then
+    raise exception using errcode = 'SH400', message = format('cannot close a reservation as %L', p_to),
+      detail = jsonb_build_object('reason', 'bad reservation status')::text;
+  end if;
+  if p_ids is null or cardinality(p_ids) = 0 then
+    return 0;
+  end if;
+
+  with closed as (
+    update private.reservations r
+    set status = p_to, closed_at = p_now
+    where r.id = any (p_ids) and r.status = 'active'
+    returning r.id, r.order_id, r.product_id, r.location_id, r.quantity
+  ), moved as (
+    insert into private.stock_movements
+      (product_id, location_id, delta_on_hand, delta_reserved, reason, order_id, reservation_id)
+    select c.product_id, c.location_id,
+           case when p_to = 'consumed' then -c.quantity else 0 end,
+           -c.quantity, v_reason, c.order_id, c.id
+    from closed c
+  ), per_level as (
+    select c.product_id, c.location_id, sum(c.quantity)::integer as quantity
+    from closed c
+    group by c.product_id, c.location_id
+  ), levels as (
+    update private.stock_levels s
+    set reserved = s.reserved - l.quantity,
+        on_hand = s.on_hand - case when p_to = 'consumed' then l.quantity else 0 end,
+        updated_at = now()
+    from per_level l
+    where s.product_id = l.product_id and s.location_id = l.location_id
+  )
+  select count(*) into v_count from closed;
+
+  return v_count;
+end
+$$;
+
+-- ============================================================================================================
+-- expire_lapsed_on
+-- ============================================================================================================
+-- Why: exact expiry without waiting for the sweep. A rule that has just locked the stock rows of some products
+-- first expires the active reservations on them whose time has passed, so their units are free for this sale.
+-- SKIP LOCKED: a lapsed reservation held by someone else (the sweep, a payment) is theirs to close; waiting
+-- for it while holding stock rows could deadlock. p_except_order keeps the caller's own reservations.
+create function private.expire_lapsed_on(p_product_ids uuid[], p_now timestamptz, p_except_order uuid default null)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_ids bigint[];
+begin
+  select array_agg(r.id) into v_ids
+  from (
+    select r.id
+    from private.reservations r
+    where r.product_id = any (p_product_ids)
+      and r.status = 'active'
+      and r.expires_at <= p_now
+      and (p_except_order is null or r.order_id <> p_except_order)
+    for no key update skip locked
+  ) r;
+
+  return private.close_reservations(v_ids, 'expired', p_now);
+end
+$$;
+
+-- ============================================================================================================
+-- reserve_stock
+-- ============================================================================================================
+-- Why: allocation. Checks every line against what is free (on_hand - reserved, summed over locations) first;
+-- if anything is short it writes nothing and returns the short lines
+-- ([{product_id, sku, requested, available}], the SH409 detail) so the caller can raise once, naming them all.
+-- Otherwise it draws each line from the locations in the channel's priority order (in store: shop first; online:
+-- warehouse first), inserts the reservations, their 'reserve' ledger rows and the reserved increments in one
+-- statement, and returns null. The caller has locked the stock rows (lock_stock) and passes each product once.
+create function private.reserve_stock(
+  p_order_id uuid,
+  p_product_ids uuid[],
+  p_quantities integer[],
+  p_payment_method text,
+  p_expires_at timestamptz
+)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_short jsonb;
+begin
+  with need as (
+    select n.product_id, n.quantity
+    from unnest(p_product_ids, p_quantities) as n (product_id, quantity)
+  ), free as (
+    select s.product_id, sum(s.on_hand - s.reserved)::integer as available
+    from private.stock_levels s
+    where s.product_id = any (p_product_ids)
+    group by s.product_id
+  )
+  select jsonb_agg(jsonb_build_object(
+           'product_id', n.product_id,
+           'sku', p.sku,
+           'requested', n.quantity,
+           'available', coalesce(f.available, 0)
+         ) order by p.sku)
+  into v_short
+  from need n
+  join public.products p on p.id = n.product_id
+  left join free f on f.product_id = n.product_id
+  where n.quantity > coalesce(f.available, 0);
+
+  if v_short is not null then
+    return v_short;
+  end if;
+
+  with need as (
+    select n.product_id, n.quantity
+    from unnest(p_product_ids, p_quantities) as n (product_id, quantity)
+  ), ranked as (
+    select s.product_id, s.location_id, n.quantity,
+           s.on_hand - s.reserved as free,
+           coalesce(sum(s.on_hand - s.reserved) over (
+             partition by s.product_id
+             order by case when p_payment_method = 'sumup' then l.instore_priority else l.online_priority end
+             rows between unbounded preceding and 1 preceding
+           ), 0) as taken_before
+    from need n
+    join private.stock_levels s on s.product_id = n.product_id
+    join private.locations l on l.id = s.location_id
+    where s.on_hand > s.reserved
+  ), take as (
+    select r.product_id, r.location_id, least(r.free, r.quantity - r.taken_before)::integer as quantity
+    from ranked r
+    where r.taken_before < r.quantity
+  ), opened as (
+    insert into private.reservations (order_id, product_id, location_id, quantity, expires_at)
+    select p_order_id, t.product_id, t.location_id, t.quantity, p_expires_at
+    from take t
+    returning id, product_id, location_id, quantity
+  ), moved as (
+    insert into private.stock_movements
+      (product_id, location_id, delta_reserved, reason, order_id, reservation_id)
+    select o.product_id, o.location_id, o.quantity, 'reserve', p_order_id, o.id
+    from opened o
+  ), levels as (
+    update private.stock_levels s
+    set reserved = s.reserved + o.quantity, updated_at = now()
+    from opened o
+    where s.product_id = o.product_id and s.location_id = o.location_id
+  )
+  select null into v_short;
+
+  return null;
+end
+$$;
+
+-- ============================================================================================================
+-- create_order
+-- ============================================================================================================
+-- Why: the one call that turns a basket into an order holding its stock. Prices, tax and totals come from the
+-- catalogue (the client sends only ids and quantities). Same idempotency key + same hash returns the first
+-- order; another hash is refused (SH422). The order and its lines are written before any stock row is locked,
+-- and the order JSON is built then too, so the lock (taken last, in a fixed order) covers only the allocation:
+-- expire lapsed reservations on those rows, check every line, reserve. Short stock raises SH409 once, naming
+-- every short product, and the whole call writes nothing.
+create function public.create_order(
+  p_items jsonb,
+  p_payment_method text,
+  p_idempotency_key text,
+  p_request_hash text,
+  p_customer jsonb default '{}'::jsonb,
+  p_customer_id uuid default null,
+  p_now timestamptz default now()
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_key text := nullif(p_idempotency_key, '');
+  v_hash text := nullif(p_request_hash, '');
+  v_customer jsonb := coalesce(p_customer, '{}'::jsonb);
+  v_existing record;
+  v_bad text;
+  v_product_ids uuid[];
+  v_quantities integer[];
+  v_missing uuid[];
+  v_currencies text[];
+  v_ttl interval;
+  v_order_id uuid;
+  v_order jsonb;
+  v_short jsonb;
+begin
+  -- 1. payment method and idempotency key (a retry is answered before anything else is looked at)
+  if p_payment_method is null or p_payment_method not in ('sumup', 'stripe') then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: payment method must be sumup or stripe, not %s', coalesce(p_payment_method, 'null')),
+      detail = jsonb_build_object('reason', 'bad payment method')::text;
+  end if;
+  if length(v_key) > 255 then
+    raise exception using errcode = 'SH400', message = 'invalid_request: idempotency key longer than 255 characters',
+      detail = jsonb_build_object('reason', 'idempotency key too long')::text;
+  end if;
+
+  -- A key without a hash: hash the canonical request here so the key still tells a retry from a new request.
+  if v_key is not null and v_hash is null then
+    v_hash := encode(extensions.digest(
+      jsonb_build_array(p_items, p_payment_method, v_customer, p_customer_id)::text, 'sha256'), 'hex');
+  end if;
+
+  if v_key is not null then
+    select o.id, o.request_hash into v_existing from public.orders o where o.idempotency_key = v_key;
+    if found then
+      if v_existing.request_hash = v_hash then
+        return jsonb_build_object('order', private.order_json(v_existing.id), 'replayed', true);
+      end if;
+      raise exception using errcode = 'SH422',
+        message = 'idempotency_key_reused: this idempotency key was used for a different request';
+    end if;
+  end if;
+
+  -- 2. shape of the request
+  if p_items is null or jsonb_typeof(p_items) <> 'array' then
+    raise exception using errcode = 'SH400', message = 'invalid_request: items must be an array',
+      detail = jsonb_build_object('reason', 'items must be an array')::text;
+  end if;
+  if jsonb_array_length(p_items) = 0 then
+    raise exception using errcode = 'SH400', message = 'invalid_request: an order needs at least one item',
+      detail = jsonb_build_object('reason', 'empty order')::text;
+  end if;
+  if jsonb_array_length(p_items) > 100 then
+    raise exception using errcode = 'SH400', message = 'invalid_request: at most 100 items per order',
+      detail = jsonb_build_object('reason', 'too many items')::text;
+  end if;
+
+  -- CASE, not OR: its branches run in order, so a quantity is cast only once it is known to be a JSON number.
+  select format('item %s: %s', e.n, e.problem)
+  into v_bad
+  from (
+    select e.n, case
+             when jsonb_typeof(e.item) <> 'object' then 'must be an object'
+             when jsonb_typeof(e.item -> 'product_id') is distinct from 'string'
+               or (e.item ->> 'product_id') !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+               then 'product_id must be a uuid'
+             when jsonb_typeof(e.item -> 'quantity') is distinct from 'number' then 'quantity must be a whole number'
+             when (e.item ->> 'quantity')::numeric <> trunc((e.item ->> 'quantity')::numeric)
+               then 'quantity must be a whole number'
+             when (e.item ->> 'quantity')::numeric not between 1 and 1000 then 'quantity must be between 1 and 1000'
+           end as problem
+    from jsonb_array_elements(p_items) with ordinality as e (item, n)
+  ) e
+  where e.problem is not null
+  order by e.n
+  limit 1;
+  if v_bad is not null then
+    raise exception using errcode = 'SH400', message = 'invalid_request: ' || v_bad,
+      detail = jsonb_build_object('reason', v_bad)::text;
+  end if;
+
+  -- The same product twice is one line with the summed quantity, in the position it first appeared.
+  select array_agg(l.product_id order by l.first_n), array_agg(l.quantity order by l.first_n)
+  into v_product_ids, v_quantities
+  from (
+    select (e.item ->> 'product_id')::uuid as product_id,
+           sum((e.item ->> 'quantity')::numeric)::integer as quantity,
+           min(e.n) as first_n
+    from jsonb_array_elements(p_items) with ordinality as e (item, n)
+    group by 1
+  ) l;
+
+  if exists (select 1 from unnest(v_quantities) q where q > 1000) then
+    raise exception using errcode = 'SH400', message = 'invalid_request: at most 1000 units of a product per order',
+      detail = jsonb_build_object('reason', 'quantity must be between 1 and 1000')::text;
+  end if;
+
+  if jsonb_typeof(v_customer) <> 'object'
+     or jsonb_typeof(coalesce(v_customer -> 'email', 'null')) not in ('string', 'null')
+     or jsonb_typeof(coalesce(v_customer -> 'name', 'null')) not in ('string', 'null')
+     or length(v_customer ->> 'email') > 320
+     or length(v_customer ->> 'name') > 200 then
+    raise exception using errcode = 'SH400', message = 'invalid_request: customer must be {"email"?: text, "name"?: text}',
+      detail = jsonb_build_object('reason', 'bad customer')::text;
+  end if;
+
+  -- 3. the products: all known and on sale, one currency
+  select array_agg(i.id order by i.ord)
+  into v_missing
+  from unnest(v_product_ids) with ordinality as i (id, ord)
+  where not exists (select 1 from public.products p where p.id = i.id and p.active);
+  if v_missing is not null then
+    raise exception using errcode = 'SH401',
+      message = format('product_not_found: unknown or inactive product(s) %s', array_to_string(v_missing, ', ')),
+      detail = jsonb_build_object('product_ids', to_jsonb(v_missing))::text;
+  end if;
+
+  select array_agg(distinct p.currency::text) into v_currencies
+  from public.products p where p.id = any (v_product_ids);
+  if cardinality(v_currencies) > 1 then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: an order is in one currency, these items are in %s', array_to_string(v_currencies, ', ')),
+      detail = jsonb_build_object('reason', 'mixed currencies')::text;
+  end if;
+
+  select s.reservation_ttl into strict v_ttl from private.settings s where s.payment_method = p_payment_method;
+
+  -- 4. the order and its lines, priced here; no stock row is locked yet
+  with lines as (
+    select l.ord::smallint as line_no, p.id as product_id, p.sku, p.name, l.quantity, p.unit_price, p.tax_rate_bp,
+           p.unit_price * l.quantity as line_subtotal,
+           round((p.unit_price * l.quantity)::numeric * p.tax_rate_bp / 10000)::bigint as line_tax
+    from unnest(v_product_ids, v_quantities) with ordinality as l (product_id, quantity, ord)
+    join public.products p on p.id = l.product_id
+  ), totals as (
+    select sum(line_subtotal)::bigint as subtotal, sum(line_tax)::bigint as tax from lines
+  ), new_order as (
+    insert into public.orders (
+      status, payment_method, currency, subtotal, tax, total, idempotency_key, request_hash,
+      customer_id, customer_email, customer_name, reservation_expires_at, created_at
+    )
+    select case p_payment_method when 'sumup' then 'awaiting_instore_payment' else 'awaiting_payment' end,
+           p_payment_method, v_currencies[1], t.subtotal, t.tax, t.subtotal + t.tax, v_key, v_hash,
+           p_customer_id, nullif(btrim(v_customer ->> 'email'), ''), nullif(btrim(v_customer ->> 'name'), ''),
+           p_now + v_ttl, p_now
+    from totals t
+    on conflict (idempotency_key) do nothing
+    returning id
+  ), new_lines as (
+    insert into public.order_items (
+      order_id, line_no, product_id, sku, name, quantity, unit_price, tax_rate_bp, line_subtotal, line_tax, line_total
+    )
+    select o.id, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price, l.tax_rate_bp,
+           l.line_subtotal, l.line_tax, l.line_subtotal + l.line_tax
+    from lines l cross join new_order o
+  )
+  select o.id into v_order_id from new_order o;
+
+  if v_order_id is null then
+    -- Lost the race: a concurrent first request with the same key committed between our lookup and our insert
+    -- (ON CONFLICT waited for it). Answer as the replay we now are.
+    select o.id, o.request_hash into v_existing from public.orders o where o.idempotency_key = v_key;
+    if v_existing.request_hash = v_hash then
+      return jsonb_build_object('order', private.order_json(v_existing.id), 'replayed', true);
+    end if;
+    raise exception using errcode = 'SH422',
+      message = 'idempotency_key_reused: this idempotency key was used for a different request';
+  end if;
+
+  v_order := private.order_json(v_order_id);
+
+  -- 5. the stock: lock late, in one fixed order; free what has lapsed; check everything; reserve
+  perform private.lock_stock(v_product_ids);
+  perform private.expire_lapsed_on(v_product_ids, p_now);
+  v_short := private.reserve_stock(v_order_id, v_product_ids, v_quantities, p_payment_method, p_now + v_ttl);
+  if v_short is not null then
+    raise exception using errcode = 'SH409',
+      message = format('insufficient_stock: not enough stock for %s',
+                       (select string_agg(x ->> 'sku', ', ') from jsonb_array_elements(v_short) x)),
+      detail = jsonb_build_object('items', v_short)::text;
+  end if;
+
+  return jsonb_build_object('order', v_order, 'replayed', false);
+end
+$$;
+
+revoke all on function public.create_order(jsonb, text, text, text, jsonb, uuid, timestamptz)
+  from public, anon, authenticated;
+grant execute on function public.create_order(jsonb, text, text, text, jsonb, uuid, timestamptz) to service_role;
+
+-- ============================================================================================================
+-- attach_checkout
+-- ============================================================================================================
+-- Why: remembers the provider's checkout (Stripe session id and URL, SumUp checkout id) on the unpaid order, so
+-- a webhook carrying that id finds the order and a retried request can hand back the same checkout URL.
+create function public.attach_checkout(
+  p_order_id uuid,
+  p_provider text,
+  p_checkout_id text,
+  p_checkout_url text default null
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_order public.orders%rowtype;
+begin
+  if p_checkout_id is null or p_checkout_id = '' or length(p_checkout_id) > 255 then
+    raise exception using errcode = 'SH400', message = 'invalid_request: checkout id is required',
+      detail = jsonb_build_object('reason', 'bad checkout id')::text;
+  end if;
+
+  select * into v_order from public.orders o where o.id = p_order_id for no key update;
+  if not found then
+    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  end if;
+  if p_provider is distinct from v_order.payment_method then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: order %s is paid with %s, not %s', p_order_id, v_order.payment_method, p_provider),
+      detail = jsonb_build_object('reason', 'provider does not match the payment method')::text;
+  end if;
+  if v_order.status not in ('awaiting_instore_payment', 'awaiting_payment') then
+    raise exception using errcode = 'SH410',
+      message = format('invalid_transition: cannot attach a checkout to a %s order', v_order.status),
+      detail = jsonb_build_object('status', v_order.status)::text;
+  end if;
+
+  update public.orders o
+  set provider_checkout_id = p_checkout_id, checkout_url = p_checkout_url
+  where o.id = p_order_id;
+
+  return private.order_json(p_order_id);
+end
+$$;
+
+revoke all on function public.attach_checkout(uuid, text, text, text) from public, anon, authenticated;
+grant execute on function public.attach_checkout(uuid, text, text, text) to service_role;
+
+-- ============================================================================================================
+-- cancel_order
+-- ============================================================================================================
+-- Why: gives an unpaid order's stock back at once (customer abandons, staff voids the till). Idempotent: a
+-- second cancel reports already_cancelled. A paid order is never cancelled here (money was taken: refund).
+-- Locks in the engine's order: the order row, its reservations, then the stock rows (lock_stock).
+create function public.cancel_order(p_order_id uuid, p_reason text, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_order public.orders%rowtype;
+  v_res_ids bigint[];
+  v_product_ids uuid[];
+  v_location_ids smallint[];
+begin
+  select * into v_order from public.orders o where o.id = p_order_id for no key update;
+  if not found then
+    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  end if;
+  if v_order.status = 'cancelled' then
+    return jsonb_build_object('result', 'already_cancelled', 'order', private.order_json(p_order_id));
+  end if;
+  if v_order.status not in ('awaiting_instore_payment', 'awaiting_payment', 'expired') then
+    raise exception using errcode = 'SH410',
+      message = format('invalid_transition: a %s order cannot be cancelled', v_order.status),
+      detail = jsonb_build_object('status', v_order.status)::text;
+  end if;
+
+  select array_agg(r.id), array_agg(distinct r.product_id), array_agg(distinct r.location_id)
+  into v_res_ids, v_product_ids, v_location_ids
+  from (
+    select r.id, r.product_id, r.location_id
+    from private.reservations r
+    where r.order_id = p_order_id and r.status = 'active'
+    order by r.id
+    for no key update
+  ) r;
+
+  if v_res_ids is not null then
+    perform private.lock_stock(v_product_ids, v_location_ids);
+    perform private.close_reservations(v_res_ids, 'released', p_now);
+  end if;
+
+  perform private.set_status_reason(coalesce(nullif(p_reason, ''), 'cancelled'));
+  update public.orders o
+  set status = 'cancelled', cancelled_at = p_now
+  where o.id = p_order_id and o.status = v_order.status;
+  perform private.set_status_reason(null);
+
+  return jsonb_build_object('result', 'cancelled', 'order', private.order_json(p_order_id));
+end
+$$;
+
+revoke all on function public.cancel_order(uuid, text, timestamptz) from public, anon, authenticated;
+grant execute on function public.cancel_order(uuid, text, timestamptz) to service_role;

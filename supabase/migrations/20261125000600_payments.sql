@@ -1,0 +1,273 @@
+-- Payments: webhook dedupe, the transition to paid (where stock is deducted, exactly once), refunds and
+-- fulfilment.
+
+-- ============================================================================================================
+-- payment_events
+-- ============================================================================================================
+-- Why: providers deliver webhooks at least once. Recording (provider, event id) in the same transaction as the
+-- event's effect makes a redelivery a no-op: the second insert finds the key and the door skips the effect.
+create table private.payment_events (
+  provider text not null check (provider in ('sumup', 'stripe')),
+  event_id text not null check (length(event_id) between 1 and 255),
+  event_type text,
+  order_id uuid,
+  actor text not null default private.current_actor(),
+  correlation_id text default private.correlation_id(),
+  received_at timestamptz not null default now(),
+  primary key (provider, event_id)
+);
+comment on table private.payment_events is 'Webhook events already processed, keyed by (provider, event id).';
+
+create index payment_events_order_idx on private.payment_events (order_id) where order_id is not null;
+
+alter table private.payment_events enable row level security;
+revoke all on private.payment_events from public, anon, authenticated, service_role;
+
+-- ============================================================================================================
+-- record_payment_event
+-- ============================================================================================================
+-- Why: the dedupe gate for webhooks. True the first time (provider, event id) is seen, false afterwards; a
+-- concurrent duplicate waits on the key and then sees false, so exactly one delivery acts.
+create function public.record_payment_event(
+  p_provider text,
+  p_event_id text,
+  p_event_type text,
+  p_order_id uuid default null
+)
+returns boolean
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_inserted integer;
+begin
+  if p_provider is null or p_provider not in ('sumup', 'stripe') then
+    raise exception using errcode = 'SH400', message = 'invalid_request: provider must be sumup or stripe',
+      detail = jsonb_build_object('reason', 'bad provider')::text;
+  end if;
+  if p_event_id is null or p_event_id = '' or length(p_event_id) > 255 then
+    raise exception using errcode = 'SH400', message = 'invalid_request: event id is required',
+      detail = jsonb_build_object('reason', 'bad event id')::text;
+  end if;
+
+  insert into private.payment_events (provider, event_id, event_type, order_id)
+  values (p_provider, p_event_id, p_event_type, p_order_id)
+  on conflict (provider, event_id) do nothing;
+  get diagnostics v_inserted = row_count;
+
+  return v_inserted = 1;
+end
+$$;
+
+revoke all on function public.record_payment_event(text, text, text, uuid) from public, anon, authenticated;
+grant execute on function public.record_payment_event(text, text, text, uuid) to service_role;
+
+-- ============================================================================================================
+-- mark_paid
+-- ============================================================================================================
+-- Why: the moment money turns reserved stock into sold stock. A compare-and-set on the order row: the first
+-- call moves it to paid, consumes its reservations and deducts on_hand (ledger 'fulfil'); a second, concurrent or
+-- replayed call waits for the row, then finds it paid and reports already_paid, changing nothing. An amount or
+-- currency that differs from the order's total is not accepted: it is recorded in the status history and the
+-- order stays unpaid. A payment that arrives after the reservation lapsed (or after a cancel) re-reserves what is
+-- missing if stock allows; otherwise the order becomes paid_out_of_stock for a person to resolve, and no stock
+-- moves: never negative stock. Lock order: order row, its reservations, then stock rows (lock_stock).
+create function public.mark_paid(
+  p_order_id uuid,
+  p_provider text,
+  p_provider_ref text,
+  p_amount bigint,
+  p_currency text,
+  p_now timestamptz default now()
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_order public.orders%rowtype;
+  v_res_ids bigint[];
+  v_product_ids uuid[];
+  v_missing_ids uuid[];
+  v_missing_qty integer[];
+  v_short jsonb;
+  v_result text;
+begin
+  if p_provider is null or p_provider not in ('sumup', 'stripe') then
+    raise exception using errcode = 'SH400', message = 'invalid_request: provider must be sumup or stripe',
+      detail = jsonb_build_object('reason', 'bad provider')::text;
+  end if;
+
+  select * into v_order from public.orders o where o.id = p_order_id for no key update;
+  if not found then
+    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  end if;
+
+  if v_order.status in ('paid', 'paid_out_of_stock', 'fulfilled') then
+    return jsonb_build_object('result', 'already_paid', 'order', private.order_json(p_order_id));
+  end if;
+
+  if p_provider <> v_order.payment_method then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: order %s is paid with %s, not %s', p_order_id, v_order.payment_method, p_provider),
+      detail = jsonb_build_object('reason', 'provider does not match the payment method')::text;
+  end if;
+
+  -- Providers write currencies in lower case (Stripe: "eur"); the order keeps ISO upper case.
+  if p_amount is distinct from v_order.total or upper(p_currency) is distinct from v_order.currency::text then
+    insert into private.order_status_history (order_id, from_status, to_status, reason)
+    values (p_order_id, v_order.status, v_order.status,
+            format('amount_mismatch: expected %s %s, got %s %s (%s %s)', v_order.total, v_order.currency,
+                   coalesce(p_amount::text, 'null'), coalesce(upper(p_currency), 'null'),
+                   p_provider, coalesce(p_provider_ref, 'no reference')));
+    return jsonb_build_object('result', 'amount_mismatch', 'order', private.order_json(p_order_id));
+  end if;
+
+  -- Our own open reservations first, then the stock rows of every product of the order.
+  select array_agg(r.id) into v_res_ids
+  from (
+    select r.id from private.reservations r
+    where r.order_id = p_order_id and r.status = 'active'
+    order by r.id
+    for no key update
+  ) r;
+
+  select array_agg(i.product_id order by i.product_id) into v_product_ids
+  from public.order_items i where i.order_id = p_order_id;
+
+  perform private.lock_stock(v_product_ids);
+
+  -- What the open reservations do not cover (all of it after an expiry or a cancel).
+  select array_agg(i.product_id order by i.line_no), array_agg(i.quantity - coalesce(h.quantity, 0) order by i.line_no)
+  into v_missing_ids, v_missing_qty
+  from public.order_items i
+  left join (
+    select r.product_id, sum(r.quantity)::integer as quantity
+    from private.reservations r
+    where r.order_id = p_order_id and r.status = 'active'
+    group by r.product_id
+  ) h on h.product_id = i.product_id
+  where i.order_id = p_order_id and i.quantity > coalesce(h.quantity, 0);
+
+  if v_missing_ids is not null then
+    perform private.expire_lapsed_on(v_missing_ids, p_now, p_order_id);
+    v_short := private.reserve_stock(p_order_id, v_missing_ids, v_missing_qty, v_order.payment_method, p_now);
+  end if;
+
+  if v_short is null then
+    -- Everything is held for this order now: consume it all, deducting on_hand once per reservation.
+    perform private.close_reservations(
+      array(select r.id from private.reservations r where r.order_id = p_order_id and r.status = 'active'),
+      'consumed', p_now);
+    v_result := 'paid';
+  else
+    -- Not enough left: hand back what was still held and leave stock untouched; a person refunds or restocks.
+    perform private.close_reservations(v_res_ids, 'released', p_now);
+    v_result := 'paid_out_of_stock';
+  end if;
+
+  perform private.set_status_reason(format('payment %s %s', p_provider, coalesce(p_provider_ref, '')));
+  update public.orders o
+  set status = v_result, paid_at = p_now, provider_payment_ref = p_provider_ref
+  where o.id = p_order_id and o.status = v_order.status;
+  perform private.set_status_reason(null);
+
+  return jsonb_build_object('result', v_result, 'order', private.order_json(p_order_id));
+end
+$$;
+
+revoke all on function public.mark_paid(uuid, text, text, bigint, text, timestamptz) from public, anon, authenticated;
+grant execute on function public.mark_paid(uuid, text, text, bigint, text, timestamptz) to service_role;
+
+-- ============================================================================================================
+-- record_refund
+-- ============================================================================================================
+-- Why: keeps refunded_amount true to what the provider paid back, never more than was paid. The door dedupes
+-- the refund webhook with record_payment_event in the same transaction. Stock is not touched: returned goods
+-- come back through restock.
+create function public.record_refund(p_order_id uuid, p_provider_ref text, p_amount bigint, p_currency text)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_order public.orders%rowtype;
+begin
+  select * into v_order from public.orders o where o.id = p_order_id for no key update;
+  if not found then
+    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  end if;
+  if v_order.status not in ('paid', 'paid_out_of_stock', 'fulfilled') then
+    raise exception using errcode = 'SH410',
+      message = format('invalid_transition: a %s order has no payment to refund', v_order.status),
+      detail = jsonb_build_object('status', v_order.status)::text;
+  end if;
+  if upper(p_currency) is distinct from v_order.currency::text then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: refund in %s for an order in %s', coalesce(p_currency, 'null'), v_order.currency),
+      detail = jsonb_build_object('reason', 'currency mismatch')::text;
+  end if;
+  if p_amount is null or p_amount <= 0 or v_order.refunded_amount + p_amount > v_order.total then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: refund of %s exceeds what is left to refund (%s)',
+                       coalesce(p_amount::text, 'null'), v_order.total - v_order.refunded_amount),
+      detail = jsonb_build_object('reason', 'bad refund amount')::text;
+  end if;
+
+  update public.orders o
+  set refunded_amount = o.refunded_amount + p_amount
+  where o.id = p_order_id;
+
+  insert into private.order_status_history (order_id, from_status, to_status, reason)
+  values (p_order_id, v_order.status, v_order.status,
+          format('refund %s %s (%s)', p_amount, v_order.currency, coalesce(p_provider_ref, 'no reference')));
+
+  return private.order_json(p_order_id);
+end
+$$;
+
+revoke all on function public.record_refund(uuid, text, bigint, text) from public, anon, authenticated;
+grant execute on function public.record_refund(uuid, text, bigint, text) to service_role;
+
+-- ============================================================================================================
+-- mark_fulfilled
+-- ============================================================================================================
+-- Why: records that a paid order left the shop (handed over or shipped). Stock was already deducted at payment,
+-- so this only moves the status; idempotent like the other transitions.
+create function public.mark_fulfilled(p_order_id uuid, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_order public.orders%rowtype;
+begin
+  select * into v_order from public.orders o where o.id = p_order_id for no key update;
+  if not found then
+    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  end if;
+  if v_order.status = 'fulfilled' then
+    return jsonb_build_object('result', 'already_fulfilled', 'order', private.order_json(p_order_id));
+  end if;
+  if v_order.status <> 'paid' then
+    raise exception using errcode = 'SH410',
+      message = format('invalid_transition: a %s order cannot be fulfilled', v_order.status),
+      detail = jsonb_build_object('status', v_order.status)::text;
+  end if;
+
+  perform private.set_status_reason('fulfilled');
+  update public.orders o
+  set status = 'fulfilled', fulfilled_at = p_now
+  where o.id = p_order_id and o.status = 'paid';
+  perform private.set_status_reason(null);
+
+  return jsonb_build_object('result', 'fulfilled', 'order', private.order_json(p_order_id));
+end
+$$;
+
+revoke all on function public.mark_fulfilled(uuid, timestamptz) from public, anon, authenticated;
+grant execute on function public.mark_fulfilled(uuid, timestamptz) to service_role;
