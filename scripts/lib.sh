@@ -50,7 +50,8 @@ pg_bindir() {
 # Run a command as the cluster's owner: the postgres OS user when we are root, ourselves otherwise.
 as_owner() {
   if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- "$@"
+    # From /, since the postgres user may not be allowed into the checkout (every path we pass is absolute).
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
