@@ -24,8 +24,8 @@ export interface CreateOrderArgs {
 export async function createOrder(tx: Tx, args: CreateOrderArgs): Promise<{ order: Order; replayed: boolean }> {
   return single(
     await tx`select public.create_order(
-      ${JSON.stringify(args.items)}::jsonb, ${args.paymentMethod}, ${args.idempotencyKey}, ${args.requestHash},
-      ${JSON.stringify(args.customer ?? {})}::jsonb, ${args.customerId ?? null}::uuid) as result`,
+      ${tx.json(args.items)}::jsonb, ${args.paymentMethod}, ${args.idempotencyKey}, ${args.requestHash},
+      ${tx.json(args.customer ?? {})}::jsonb, ${args.customerId ?? null}::uuid) as result`,
   );
 }
 

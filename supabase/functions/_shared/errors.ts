@@ -101,10 +101,12 @@ export function mapError(err: unknown): MappedError {
   if (isPgError(err)) {
     const known = ENGINE_ERRORS[err.code];
     if (known) {
-      // The engine's messages are written for clients (contract); fall back to ours when it gives none.
+      // The engine's messages are written for clients, prefixed with the code ("insufficient_stock: ..."),
+      // which the body already carries; fall back to ours when it gives none.
+      const message = err.message.startsWith(`${known.code}: `) ? err.message.slice(known.code.length + 2) : err.message;
       return {
         status: known.status,
-        body: body(known.code, err.message || known.message, parseDetail(err.detail)),
+        body: body(known.code, message || known.message, parseDetail(err.detail)),
         headers: {},
         unexpected: false,
       };

@@ -12,25 +12,9 @@ import { clientAddress, json, readJson, type RequestContext, serve } from "../_s
 import { callStripe } from "../_shared/stripe.ts";
 import { type FieldError, parseOrThrow } from "../_shared/validate.ts";
 import { sessionIdempotencyKey, sessionParams } from "./checkout.ts";
+import { requestHash } from "./request-hash.ts";
 import { idempotencyKeyHeader, orderCreateBody, type OrderCreateBody } from "./schema.ts";
 import { openSumupCheckout } from "./sumup-checkout.ts";
-
-/** JSON with object keys sorted at every level, so equal bodies hash equally whatever their key order. */
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value !== null && typeof value === "object") {
-    const entries = Object.entries(value).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : 1));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
-
-/** sha256 (hex) of the validated body and the caller, which the engine compares on a replayed key. */
-async function requestHash(body: OrderCreateBody, caller: Caller): Promise<string> {
-  const text = `${caller.userId ?? caller.kind}\n${canonicalJson(body)}`;
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /** 429 when the client's address or the signed-in user is over the limit (counted in Postgres). */
 async function enforceRateLimit(req: Request, caller: Caller, ctx: RequestContext): Promise<void> {
@@ -119,7 +103,7 @@ const framed = serve(
 
     await enforceRateLimit(req, caller, ctx);
 
-    const requestHashHex = await requestHash(body, caller);
+    const requestHashHex = await requestHash(body, caller.userId ?? caller.kind);
     const created = await withTx(
       { correlationId: ctx.correlationId, actor: caller.actor },
       (tx) =>

@@ -1,6 +1,7 @@
 /**
  * orders-create: request and response schemas. Exported with descriptions so the OpenAPI document can be
- * generated from them. Shapes only: prices, stock and product existence are the engine's to check.
+ * generated from them. Shapes and types only: limits (quantities, line count, lengths), prices, stock and
+ * product existence are the engine's to check, so they are stated once, in SQL.
  */
 import { z } from "zod";
 import { allowedReturnOrigins } from "../_shared/env.ts";
@@ -17,13 +18,13 @@ export const idempotencyKeyHeader = z
 /** One line of the order. */
 export const orderItemInput = z.strictObject({
   product_id: z.uuid().describe("A product id from products-list."),
-  quantity: z.int().min(1).max(1000).describe("Units wanted (the same product twice is summed)."),
+  quantity: z.int().positive().describe("Units wanted, 1 to 1000 (the same product twice is summed)."),
 }).describe("A product and how many units.");
 
 /** Optional buyer details, passed on to the receipt and the payment page. */
 export const customerInput = z.strictObject({
-  email: z.email().max(254).optional().describe("Where the receipt goes."),
-  name: z.string().trim().min(1).max(200).optional().describe("Buyer's name."),
+  email: z.email().optional().describe("Where the receipt goes."),
+  name: z.string().trim().min(1).optional().describe("Buyer's name."),
 }).describe("Buyer details (optional).");
 
 const returnUrl = z
@@ -40,7 +41,7 @@ export function isAllowedReturnUrl(url: string): boolean {
 /** POST body of orders-create. */
 export const orderCreateBody = z
   .strictObject({
-    items: z.array(orderItemInput).min(1).max(100).describe("The lines of the order (1 to 100)."),
+    items: z.array(orderItemInput).min(1).describe("The lines of the order (1 to 100)."),
     payment_method: z
       .enum(["sumup", "stripe"])
       .describe("sumup: pay by card in the shop; stripe: pay online through Stripe Checkout."),

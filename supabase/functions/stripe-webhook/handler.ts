@@ -68,6 +68,18 @@ async function chargeOrderId(tx: Tx, charge: Stripe.Charge): Promise<string | nu
   return (rows[0]?.id as string | undefined) ?? null;
 }
 
+/**
+ * What a charge.refunded event adds: Stripe reports the charge's cumulative amount_refunded, the engine's
+ * record_refund adds an increment. The difference to what the order already shows is new; zero or less means
+ * an older event arriving late. One Checkout payment is one charge, so the order's figure is the charge's.
+ * The advisory lock serialises two refund events of one order, so both cannot read the same starting figure.
+ */
+async function newlyRefunded(tx: Tx, orderId: string, cumulative: number): Promise<number> {
+  await tx`select pg_advisory_xact_lock(hashtextextended(${`stripe-refund:${orderId}`}, 0))`;
+  const rows = await tx`select refunded_amount from public.orders where id = ${orderId}::uuid`;
+  return rows[0] ? cumulative - Number(rows[0].refunded_amount) : 0;
+}
+
 /** Decides, from the verified event alone, what it means for which order. */
 function plan(event: Stripe.Event): Plan {
   switch (event.type) {
@@ -100,10 +112,11 @@ function plan(event: Stripe.Event): Plan {
         effect: async (tx) => {
           const orderId = await chargeOrderId(tx, charge);
           if (!orderId) return { ignored: "order_not_found" };
-          // amount_refunded is the charge's cumulative refund, so a late or repeated event cannot add twice.
+          const amount = await newlyRefunded(tx, orderId, charge.amount_refunded);
+          if (amount <= 0) return { ignored: "refund_already_recorded" };
           const order = await recordRefund(tx, orderId, {
             ref: idOf(charge.payment_intent) ?? charge.id,
-            amount: charge.amount_refunded,
+            amount,
             currency: charge.currency.toUpperCase(),
           });
           return { result: "refund_recorded", order_id: orderId, refunded_amount: order.refunded_amount };
@@ -127,6 +140,12 @@ async function applyEffect(tx: Tx, effect: Effect, log: Logger): Promise<Record<
     const code = engineErrorCode(err);
     if (code === "invalid_transition" || code === "order_not_found") {
       log.warn("event not applicable to the order", { reason: code });
+      return { ignored: code };
+    }
+    if (code === "invalid_request") {
+      // The event can never apply (e.g. it names an in-store order): redelivery would not help, so record it,
+      // and log loudly since it may as well be our bug.
+      log.error("engine refused the event", { reason: (err as Error).message });
       return { ignored: code };
     }
     throw err;
