@@ -8,8 +8,11 @@ export const MAX_LIMIT = 100;
 /** Page size when the client names none. */
 export const DEFAULT_LIMIT = 50;
 
+const LIMIT_MESSAGE = `limit must be a whole number from 1 to ${MAX_LIMIT}.`;
+
 /** `?cursor=&limit=` (or the same fields as a POST body, for supabase-js `functions.invoke`). */
-export const productsListQuery = z.strictObject({
+// Not strict: unknown query parameters (cache busters, tracking) are ignored rather than refused.
+export const productsListQuery = z.object({
   cursor: z
     .string()
     .max(200)
@@ -17,12 +20,17 @@ export const productsListQuery = z.strictObject({
     // An empty `?cursor=` means the first page, as a client building the URL from a null cursor sends it.
     .transform((c) => (c === "" ? undefined : c))
     .describe("The `next_cursor` of the previous page; omit for the first page."),
-  limit: z.coerce
-    .number({ error: `limit must be a whole number from 1 to ${MAX_LIMIT}.` })
-    .int(`limit must be a whole number from 1 to ${MAX_LIMIT}.`)
-    .min(1, `limit must be a whole number from 1 to ${MAX_LIMIT}.`)
-    .max(MAX_LIMIT, `limit must be a whole number from 1 to ${MAX_LIMIT}.`)
-    .default(DEFAULT_LIMIT)
+  limit: z
+    // Query values are strings: `?limit=` (empty) means the default, anything else must be a whole number.
+    .preprocess(
+      (v) => (v === "" || v === undefined ? undefined : typeof v === "string" ? Number(v) : v),
+      z
+        .number({ error: LIMIT_MESSAGE })
+        .int(LIMIT_MESSAGE)
+        .min(1, LIMIT_MESSAGE)
+        .max(MAX_LIMIT, LIMIT_MESSAGE)
+        .default(DEFAULT_LIMIT),
+    )
     .describe(`Products per page, 1 to ${MAX_LIMIT} (default ${DEFAULT_LIMIT}).`),
 }).describe("Which page of the catalogue.");
 

@@ -1,0 +1,238 @@
+/** orders-instore against the real database: staff confirm or cancel in-store orders, audited with their id. */
+import assert from "node:assert/strict";
+import { createClient } from "@supabase/supabase-js";
+import type postgres from "postgres";
+import { startGateway } from "../../../scripts/functions-gateway.ts";
+import { closeDb } from "../_shared/db.ts";
+import { handler } from "../orders-instore/handler.ts";
+import { ANON_KEY, SERVICE_ROLE_KEY } from "./support/keys.ts";
+import { historyOf, makeOrder, makeProduct, orderRow, stockOf, testSql, userJwt, withEnv } from "./support/shop.ts";
+
+function test(name: string, fn: (sql: postgres.Sql) => Promise<void>): void {
+  Deno.test({
+    name,
+    // postgres.js keeps idle timers between queries; both pools are closed explicitly in `finally`.
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const sql = testSql();
+      try {
+        await withEnv({ LOG_LEVEL: "silent" }, () => fn(sql));
+      } finally {
+        await sql.end();
+        await closeDb();
+      }
+    },
+  });
+}
+
+function call(token: string | null, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return handler(
+    new Request("http://local/functions/v1/orders-instore", {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...headers,
+      },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+    }),
+  );
+}
+
+async function inStoreOrder(sql: postgres.Sql) {
+  const product = await makeProduct(sql, { price: 1000, taxBp: 1900, stock: 5 });
+  const order = await makeOrder(sql, [{ product_id: product.id, quantity: 2 }], { method: "sumup" });
+  return { product, order };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// staff
+// ---------------------------------------------------------------------------------------------------------------
+
+test("instore_confirm: staff confirm with the transaction code; paid, stock deducted, actor staff:<uid>", async (sql) => {
+  const { product, order } = await inStoreOrder(sql);
+  const staff = await userJwt({ staffRole: "staff" });
+  const res = await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: "TX42ABC" }, {
+    "x-correlation-id": "test-confirm-1",
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-correlation-id"), "test-confirm-1");
+  const body = await res.json();
+  assert.equal(body.result, "paid");
+  assert.equal(body.order.id, order.id);
+  assert.equal(body.order.status, "paid");
+  assert.equal(body.order.provider_payment_ref, "TX42ABC");
+
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 3, reserved: 0 });
+  const paid = (await historyOf(sql, order.id)).filter((h) => h.to_status === "paid");
+  assert.equal(paid.length, 1);
+  assert.equal(paid[0].actor, `staff:${staff.sub}`);
+  assert.equal(paid[0].correlation_id, "test-confirm-1");
+
+  // Pressing the button twice changes nothing.
+  const again = await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: "TX42ABC" });
+  assert.equal(again.status, 200);
+  assert.equal((await again.json()).result, "already_paid");
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 3, reserved: 0 });
+});
+
+test("instore_cancel: an admin cancels; stock released, reason and actor in the history", async (sql) => {
+  const { product, order } = await inStoreOrder(sql);
+  const admin = await userJwt({ staffRole: "admin" });
+  const res = await call(admin.token, { action: "cancel", order_id: order.id, reason: "customer left" });
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.result, "cancelled");
+  assert.equal(body.order.status, "cancelled");
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 5, reserved: 0 });
+  const cancelled = (await historyOf(sql, order.id)).filter((h) => h.to_status === "cancelled");
+  assert.equal(cancelled.length, 1);
+  assert.equal(cancelled[0].actor, `staff:${admin.sub}`);
+  assert.equal(cancelled[0].reason, "customer left");
+  assert.equal(cancelled[0].correlation_id, res.headers.get("x-correlation-id"));
+
+  const again = await call(admin.token, { action: "cancel", order_id: order.id });
+  assert.equal(again.status, 200);
+  assert.equal((await again.json()).result, "already_cancelled");
+});
+
+test("instore_transitions: the engine's rules hold: a paid order cannot be cancelled (409)", async (sql) => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const { order } = await inStoreOrder(sql);
+  assert.equal((await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: "T1" })).status, 200);
+  const cancelPaid = await call(staff.token, { action: "cancel", order_id: order.id });
+  assert.equal(cancelPaid.status, 409);
+  const err = (await cancelPaid.json()).error;
+  assert.equal(err.code, "invalid_transition");
+  assert.deepEqual(err.details, { status: "paid" });
+  assert.equal((await orderRow(sql, order.id)).status, "paid");
+});
+
+test("instore_paid_out_of_stock: a payment confirmed after cancel, with the stock sold since, is flagged", async (sql) => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const product = await makeProduct(sql, { price: 500, taxBp: 0, stock: 2 });
+  const first = await makeOrder(sql, [{ product_id: product.id, quantity: 2 }]);
+  assert.equal((await call(staff.token, { action: "cancel", order_id: first.id })).status, 200);
+  // The released units are sold to someone else before the first customer's card payment is confirmed.
+  await makeOrder(sql, [{ product_id: product.id, quantity: 2 }]);
+  const res = await call(staff.token, { action: "confirm", order_id: first.id, transaction_code: "TLATE1" });
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.result, "paid_out_of_stock");
+  assert.equal(body.order.status, "paid_out_of_stock");
+  // Never negative stock: the other order keeps its reservation, nothing was deducted.
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 2, reserved: 2 });
+});
+
+test("instore_unknown_order: 404 order_not_found for confirm and cancel", async () => {
+  const staff = await userJwt({ staffRole: "staff" });
+  for (const body of [
+    { action: "confirm", order_id: crypto.randomUUID(), transaction_code: "T1" },
+    { action: "cancel", order_id: crypto.randomUUID() },
+  ]) {
+    const res = await call(staff.token, body);
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error.code, "order_not_found");
+  }
+});
+
+test("instore_service_key: the service key may act too, recorded as actor service", async (sql) => {
+  const { order } = await inStoreOrder(sql);
+  const res = await call(SERVICE_ROLE_KEY, { action: "cancel", order_id: order.id });
+  assert.equal(res.status, 200);
+  const cancelled = (await historyOf(sql, order.id)).filter((h) => h.to_status === "cancelled");
+  assert.equal(cancelled[0].actor, "service");
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// not staff
+// ---------------------------------------------------------------------------------------------------------------
+
+test("instore_forbidden: a customer JWT or the anon key gets 403 and nothing changes", async (sql) => {
+  const { product, order } = await inStoreOrder(sql);
+  const customer = await userJwt();
+  for (const token of [customer.token, ANON_KEY]) {
+    for (const body of [
+      { action: "confirm", order_id: order.id, transaction_code: "T1" },
+      { action: "cancel", order_id: order.id },
+      { nonsense: true },
+    ]) {
+      const res = await call(token, body);
+      assert.equal(res.status, 403);
+      assert.equal((await res.json()).error.code, "forbidden");
+    }
+  }
+  assert.equal((await orderRow(sql, order.id)).status, "awaiting_instore_payment");
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 5, reserved: 2 });
+});
+
+test("instore_unauthorized: no JWT, a bad signature or an expired token is 401", async () => {
+  const expired = await userJwt({ staffRole: "staff", expiresIn: "-1m" });
+  const forged = (await userJwt({ staffRole: "admin" })).token.replace(/.{4}$/, "AAAA");
+  for (const token of [null, expired.token, forged]) {
+    const res = await call(token, { action: "cancel", order_id: crypto.randomUUID() });
+    assert.equal(res.status, 401);
+    assert.equal((await res.json()).error.code, "unauthorized");
+  }
+});
+
+test("instore_invalid: missing or malformed fields are 400 invalid_request, each named", async () => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const cases: [unknown, string[]][] = [
+    [{ action: "confirm", order_id: crypto.randomUUID() }, ["transaction_code"]],
+    [{ action: "confirm", transaction_code: "T1" }, ["order_id"]],
+    [{ action: "confirm", order_id: "42", transaction_code: "" }, ["order_id", "transaction_code"]],
+    [{ action: "cancel" }, ["order_id"]],
+    [{ action: "refund", order_id: crypto.randomUUID() }, ["action"]],
+    [{ order_id: crypto.randomUUID() }, ["action"]],
+    [{ action: "cancel", order_id: crypto.randomUUID(), extra: 1 }, ["(body)"]],
+  ];
+  for (const [body, paths] of cases) {
+    const res = await call(staff.token, body);
+    assert.equal(res.status, 400, JSON.stringify(body));
+    const err = (await res.json()).error;
+    assert.equal(err.code, "invalid_request");
+    const named = err.details.errors.map((e: { path: string }) => e.path);
+    for (const p of paths) assert.ok(named.includes(p), `${JSON.stringify(body)}: ${p} not in ${named}`);
+  }
+  const notJson = await call(staff.token, "{");
+  assert.equal(notJson.status, 400);
+  assert.equal((await notJson.json()).error.code, "invalid_request");
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// through the gateway
+// ---------------------------------------------------------------------------------------------------------------
+
+test("instore_gateway: staff confirm through supabase-js; a customer gets 403 there too", async (sql) => {
+  const { product, order } = await inStoreOrder(sql);
+  const gw = await startGateway();
+  try {
+    const staff = await userJwt({ staffRole: "staff" });
+    const asStaff = createClient(gw.url, ANON_KEY, {
+      auth: { persistSession: false },
+      global: { headers: { Authorization: `Bearer ${staff.token}` } },
+    });
+    const { data, error } = await asStaff.functions.invoke("orders-instore", {
+      body: { action: "confirm", order_id: order.id, transaction_code: "TGW1" },
+    });
+    assert.equal(error, null);
+    assert.equal(data.result, "paid");
+    assert.deepEqual(await stockOf(sql, product.id), { onHand: 3, reserved: 0 });
+
+    const customer = await userJwt();
+    const asCustomer = createClient(gw.url, ANON_KEY, {
+      auth: { persistSession: false },
+      global: { headers: { Authorization: `Bearer ${customer.token}` } },
+    });
+    const denied = await asCustomer.functions.invoke("orders-instore", {
+      body: { action: "cancel", order_id: order.id },
+    });
+    const response = (denied.error as { context: Response }).context;
+    assert.equal(response.status, 403);
+    assert.equal((await response.json()).error.code, "forbidden");
+  } finally {
+    await gw.shutdown();
+  }
+});
