@@ -102,3 +102,22 @@ export async function rateLimitHit(tx: Tx, bucket: string, limit: number, window
     single(await tx`select public.rate_limit_hit(${bucket}, ${limit}::int, ${windowSeconds}::int) as result`),
   );
 }
+
+/** A page of the active catalogue (list_products). */
+export interface ProductPage {
+  items: {
+    id: string;
+    sku: string;
+    name: string;
+    unit_price: number;
+    currency: string;
+    tax_rate_bp: number;
+    available: number;
+  }[];
+  next_cursor: string | null;
+}
+
+/** Active products after `cursor` (by sku), `limit` of them, with what is available now. */
+export async function listProducts(tx: Tx, page: { cursor?: string | null; limit: number }): Promise<ProductPage> {
+  return single(await tx`select public.list_products(${page.cursor ?? null}, ${page.limit}::int) as result`);
+}

@@ -5,10 +5,10 @@
  * not exist (404), so ids cannot be probed.
  */
 import { authenticate } from "../_shared/auth.ts";
-import { single, withTx } from "../_shared/db.ts";
+import { withTx } from "../_shared/db.ts";
+import { getOrder } from "../_shared/engine.ts";
 import { AppError } from "../_shared/errors.ts";
 import { json, readJson, serve } from "../_shared/http.ts";
-import type { Order } from "../_shared/order-schema.ts";
 import { parseOrThrow } from "../_shared/validate.ts";
 import { orderGetInput } from "./schema.ts";
 
@@ -19,7 +19,7 @@ const framed = serve({ name: "orders-get", methods: ["GET", "POST"] }, async (re
 
   const order = await withTx(
     { correlationId: ctx.correlationId, actor: caller.actor, role: caller.role, claims: caller.claims },
-    async (tx) => single<Order | null>(await tx`select public.get_order(${id}::uuid) as result`),
+    (tx) => getOrder(tx, id),
   );
   if (!order) throw new AppError(404, "order_not_found", "The order does not exist.");
   // Private, per-user data: no shared cache may keep it.

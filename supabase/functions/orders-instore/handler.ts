@@ -5,18 +5,12 @@
  * transition is allowed (409 `invalid_transition` otherwise); this door only checks who is asking.
  */
 import { authenticate, requireStaff } from "../_shared/auth.ts";
-import { single, withTx } from "../_shared/db.ts";
+import { withTx } from "../_shared/db.ts";
+import { cancelOrder, getOrder, markPaid } from "../_shared/engine.ts";
 import { AppError } from "../_shared/errors.ts";
 import { json, readJson, serve } from "../_shared/http.ts";
-import type { Order } from "../_shared/order-schema.ts";
 import { parseOrThrow } from "../_shared/validate.ts";
 import { instoreInput } from "./schema.ts";
-
-/** What mark_paid and cancel_order return (engine contract). */
-interface EngineResult {
-  result: string;
-  order: Order;
-}
 
 const framed = serve({ name: "orders-instore", methods: ["POST"] }, async (req, ctx) => {
   // Who first: a customer learns nothing about the body's validity or the order's existence.
@@ -25,18 +19,17 @@ const framed = serve({ name: "orders-instore", methods: ["POST"] }, async (req, 
   const log = ctx.log.child({ action: input.action, order_id: input.order_id, actor: caller.actor });
 
   const outcome = await withTx({ correlationId: ctx.correlationId, actor: caller.actor }, async (tx) => {
-    if (input.action === "cancel") {
-      const reason = input.reason ?? "cancelled by staff";
-      return single<EngineResult>(await tx`select public.cancel_order(${input.order_id}::uuid, ${reason}) as result`);
-    }
+    if (input.action === "cancel") return await cancelOrder(tx, input.order_id, input.reason ?? "cancelled by staff");
     // Staff attest that the terminal took the order's total: the amount passed is the order's own, read in
     // the same transaction. The engine still guards the transition (once only, and only from an unpaid state).
-    const order = single<Order | null>(await tx`select public.get_order(${input.order_id}::uuid) as result`);
+    const order = await getOrder(tx, input.order_id);
     if (!order) throw new AppError(404, "order_not_found", "The order does not exist.");
-    return single<EngineResult>(
-      await tx`select public.mark_paid(${input.order_id}::uuid, 'sumup', ${input.transaction_code},
-                                       ${order.total}::bigint, ${order.currency}) as result`,
-    );
+    return await markPaid(tx, input.order_id, {
+      provider: "sumup",
+      ref: input.transaction_code,
+      amount: order.total,
+      currency: order.currency,
+    });
   });
   log.info("in-store action", { result: outcome.result });
   return json(outcome, 200);

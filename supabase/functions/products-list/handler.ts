@@ -5,7 +5,8 @@
  * sends it back in `If-None-Match` gets a bodiless 304 while nothing changed.
  */
 import { authenticate } from "../_shared/auth.ts";
-import { single, withTx } from "../_shared/db.ts";
+import { withTx } from "../_shared/db.ts";
+import { listProducts } from "../_shared/engine.ts";
 import { productsCacheSeconds } from "../_shared/env.ts";
 import { readJson, serve } from "../_shared/http.ts";
 import { parseOrThrow } from "../_shared/validate.ts";
@@ -32,8 +33,7 @@ const framed = serve({ name: "products-list", methods: ["GET", "POST"] }, async 
 
   const page = await withTx(
     { correlationId: ctx.correlationId, actor: caller.actor, role: caller.role, claims: caller.claims },
-    async (tx) =>
-      single<unknown>(await tx`select public.list_products(${query.cursor ?? null}, ${query.limit}::int) as result`),
+    (tx) => listProducts(tx, query),
   );
 
   const body = JSON.stringify(page);

@@ -9,18 +9,16 @@
  * (irrelevant event, unknown checkout, not paid, unknown order, duplicate); 400 for a body that is not a
  * notification; 502 when SumUp's API cannot be reached, so SumUp delivers the notification again later.
  */
-import { single, withTx } from "../_shared/db.ts";
+import { withTx } from "../_shared/db.ts";
+import { markPaid, recordPaymentEvent } from "../_shared/engine.ts";
 import { sumupConfig } from "../_shared/env.ts";
-import { engineErrorCode, invalidRequest, isPgError } from "../_shared/errors.ts";
+import { engineErrorCode, invalidRequest } from "../_shared/errors.ts";
 import { json, readJson, serve } from "../_shared/http.ts";
-import type { Order } from "../_shared/order-schema.ts";
 import { getCheckout, isCheckoutId } from "../_shared/sumup.ts";
 import { parseOrThrow } from "../_shared/validate.ts";
 import { CHECKOUT_EVENT_TYPES, type SumUpNotification, sumupNotification, type SumUpWebhookOutcome } from "./schema.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-// Postgres: a foreign key refused the payment event's order id (the order does not exist).
-const FOREIGN_KEY_VIOLATION = "23503";
 
 function ack(outcome: SumUpWebhookOutcome): Response {
   return json({ received: true, outcome }, 200);
@@ -86,20 +84,19 @@ const framed = serve({ name: "sumup-webhook", methods: ["POST"] }, async (req, c
   try {
     outcome = await withTx({ correlationId: ctx.correlationId, actor: "sumup" }, async (tx) => {
       // Keyed by checkout and status, whichever event format brought it: one paid checkout, one payment.
-      const fresh = single<boolean>(
-        await tx`select public.record_payment_event('sumup', ${`${checkout.id}:PAID`}, ${note.event_type},
-                                                    ${orderId}::uuid) as result`,
-      );
+      const fresh = await recordPaymentEvent(tx, {
+        provider: "sumup",
+        id: `${checkout.id}:PAID`,
+        type: note.event_type,
+        orderId,
+      });
       if (!fresh) return "duplicate";
-      const paid = single<{ result: SumUpWebhookOutcome; order: Order }>(
-        await tx`select public.mark_paid(${orderId}::uuid, 'sumup', ${paymentRef}, ${amount}::bigint,
-                                         ${currency}) as result`,
-      );
-      return paid.result;
+      return (await markPaid(tx, orderId, { provider: "sumup", ref: paymentRef, amount, currency })).result;
     });
   } catch (err) {
     const code = engineErrorCode(err);
-    if (code === "order_not_found" || (isPgError(err) && err.code === FOREIGN_KEY_VIOLATION)) {
+    // mark_paid found no such order; the payment event recorded before it is rolled back with it.
+    if (code === "order_not_found") {
       log.warn("paid sumup checkout references no order", { order_id: orderId });
       return ack("unknown_reference");
     }

@@ -245,6 +245,33 @@ test("sumup_foreign_merchant: a PAID checkout of another merchant does not pay o
   assert.equal((await orderRow(sql, order.id)).status, "awaiting_instore_payment");
 });
 
+test("sumup_refused: a PAID checkout naming an order paid another way is refused by the engine, 200, unchanged", async ({ sql, sumup }) => {
+  const product = await makeProduct(sql, { price: 1000, taxBp: 1900, stock: 5 });
+  const online = await makeOrder(sql, [{ product_id: product.id, quantity: 2 }], { method: "stripe" });
+  const checkout = sumup.addCheckout({ checkout_reference: online.id, amount: 23.8 });
+  sumup.pay(checkout.id);
+  const res = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
+  // Retrying cannot change the engine's answer, so SumUp is told to stop; the log carries it for a person.
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { received: true, outcome: "refused" });
+  assert.equal((await orderRow(sql, online.id)).status, "awaiting_payment");
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 5, reserved: 2 });
+  assert.equal((await paymentEvents(sql, checkout.id)).length, 0);
+});
+
+test("sumup_late_payment: a PAID checkout after the stock was sold elsewhere is paid_out_of_stock, no stock moves", async ({ sql, sumup }) => {
+  const product = await makeProduct(sql, { price: 1000, taxBp: 1900, stock: 2 });
+  const order = await makeOrder(sql, [{ product_id: product.id, quantity: 2 }]);
+  await sql`select public.cancel_order(${order.id}::uuid, 'test: lapsed')`;
+  await makeOrder(sql, [{ product_id: product.id, quantity: 2 }]);
+  const checkout = sumup.addCheckout({ checkout_reference: order.id, amount: 23.8 });
+  sumup.pay(checkout.id);
+  const res = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
+  assert.deepEqual(await res.json(), { received: true, outcome: "paid_out_of_stock" });
+  assert.equal((await orderRow(sql, order.id)).status, "paid_out_of_stock");
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 2, reserved: 2 });
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // failures
 // ---------------------------------------------------------------------------------------------------------------
@@ -285,6 +312,28 @@ test("sumup_unavailable: SumUp unreachable (connection refused) or too slow give
   const refused = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
   assert.equal(refused.status, 502);
   assert.equal((await refused.json()).error.code, "payment_provider_unavailable");
+  assert.equal((await orderRow(sql, order.id)).status, "awaiting_instore_payment");
+});
+
+test("sumup_breaker: after repeated failures the circuit opens and calls fail fast without reaching SumUp", async ({ sql, sumup }) => {
+  const { order } = await inStoreOrder(sql);
+  const checkout = sumup.addCheckout({ checkout_reference: order.id, amount: 23.8 });
+  sumup.pay(checkout.id);
+  sumup.mode = "error";
+  await withEnv({ PROVIDER_BREAKER_THRESHOLD: "2", PROVIDER_RETRIES: "0", PROVIDER_BREAKER_HALF_OPEN_MS: "60000" }, async () => {
+    resetProviderPolicies(); // so the policies are rebuilt with the settings above
+    for (let i = 0; i < 2; i++) {
+      const res = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
+      assert.equal(res.status, 502);
+      await res.body?.cancel();
+    }
+    assert.equal(sumup.requests.length, 2);
+    sumup.mode = "up";
+    const open = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
+    assert.equal(open.status, 502);
+    assert.equal((await open.json()).error.code, "payment_provider_unavailable");
+    assert.equal(sumup.requests.length, 2, "the open circuit kept the call from SumUp");
+  });
   assert.equal((await orderRow(sql, order.id)).status, "awaiting_instore_payment");
 });
 
