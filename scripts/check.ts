@@ -1,0 +1,370 @@
+/**
+ * The invariant checker: reads a stockhold database and reports every broken invariant of ARCHITECTURE.md
+ * ("Invariants the tests hold") that can be seen in the data at rest. The concurrency, fault and end-to-end
+ * suites call {@link checkInvariants} after they have run; operators run it from the command line:
+ *
+ *   npm run check                              # SUPABASE_DB_URL
+ *   npm run check -- postgresql://...          # another database
+ *
+ * Exit code 0 and "all invariants hold" when nothing is wrong; 1 and one line per problem otherwise.
+ * Read-only: every query runs in one REPEATABLE READ, READ ONLY transaction, so the checks see one snapshot
+ * even while the shop keeps selling.
+ */
+import postgres from "postgres";
+
+/** One broken invariant, on one row (a stock level, a reservation, an order). */
+export interface Problem {
+  /** Which rule: a short stable name (see {@link CHECKS}). */
+  invariant: string;
+  /** What is wrong, with the ids and figures needed to find it. */
+  message: string;
+}
+
+/** Options for {@link checkInvariants}. */
+export interface CheckOptions {
+  /**
+   * Only look at these products, their stock, their ledger, and the orders that contain them (a test checking
+   * its own fixtures after every step). Default: the whole database.
+   */
+  productIds?: string[];
+  /** At most this many problems reported per invariant (the rest are counted in one extra line). Default 50. */
+  limitPerCheck?: number;
+}
+
+/** A check: its name, the rule it holds, and a query returning one `detail` text per offending row. */
+interface Check {
+  invariant: string;
+  rule: string;
+  query: (sql: postgres.TransactionSql, scope: string[] | null) => postgres.PendingQuery<postgres.Row[]>;
+}
+
+// `scope` is null (everything) or a list of product ids; every query filters with
+// `(${scope}::uuid[] is null or product_id = any(${scope}::uuid[]))`.
+
+/** The invariants, in the order of ARCHITECTURE.md. */
+export const CHECKS: Check[] = [
+  // ---- 1. never negative, never more reserved than on hand -------------------------------------------------
+  {
+    invariant: "stock_bounds",
+    rule: "on_hand >= 0, reserved >= 0, reserved <= on_hand",
+    query: (sql, scope) =>
+      sql`
+      select format('%s at %s: on_hand %s, reserved %s', p.sku, l.code, s.on_hand, s.reserved) as detail
+      from private.stock_levels s
+      join public.products p on p.id = s.product_id
+      join private.locations l on l.id = s.location_id
+      where (s.on_hand < 0 or s.reserved < 0 or s.reserved > s.on_hand)
+        and (${scope}::uuid[] is null or s.product_id = any (${scope}::uuid[]))
+      order by p.sku, l.code`,
+  },
+  // ---- 2. cached figures equal their evidence ---------------------------------------------------------------
+  {
+    invariant: "reserved_equals_active_reservations",
+    rule: "stock_levels.reserved = sum of active reservations per product and location",
+    query: (sql, scope) =>
+      sql`
+      with held as (
+        select r.product_id, r.location_id, sum(r.quantity)::bigint as qty
+        from private.reservations r
+        where r.status = 'active' and (${scope}::uuid[] is null or r.product_id = any (${scope}::uuid[]))
+        group by 1, 2
+      ), levels as (
+        select s.product_id, s.location_id, s.reserved::bigint as reserved
+        from private.stock_levels s
+        where (${scope}::uuid[] is null or s.product_id = any (${scope}::uuid[]))
+      )
+      select format('%s at %s: reserved %s, active reservations %s', coalesce(p.sku, k.product_id::text),
+                    coalesce(l.code, k.location_id::text), coalesce(v.reserved, 0), coalesce(h.qty, 0)) as detail
+      from (select product_id, location_id from levels union select product_id, location_id from held) k
+      left join levels v on v.product_id = k.product_id and v.location_id = k.location_id
+      left join held h on h.product_id = k.product_id and h.location_id = k.location_id
+      left join public.products p on p.id = k.product_id
+      left join private.locations l on l.id = k.location_id
+      where coalesce(v.reserved, 0) <> coalesce(h.qty, 0) or v.product_id is null
+      order by 1`,
+  },
+  {
+    invariant: "stock_equals_ledger",
+    rule: "stock_levels.on_hand (and reserved) = the ledger's sum for that product and location",
+    query: (sql, scope) =>
+      sql`
+      with ledger as (
+        select m.product_id, m.location_id, sum(m.delta_on_hand)::bigint as on_hand,
+               sum(m.delta_reserved)::bigint as reserved
+        from private.stock_movements m
+        where (${scope}::uuid[] is null or m.product_id = any (${scope}::uuid[]))
+        group by 1, 2
+      ), levels as (
+        select s.product_id, s.location_id, s.on_hand::bigint as on_hand, s.reserved::bigint as reserved
+        from private.stock_levels s
+        where (${scope}::uuid[] is null or s.product_id = any (${scope}::uuid[]))
+      )
+      select format('%s at %s: stored on_hand %s / reserved %s, ledger sums %s / %s%s',
+                    coalesce(p.sku, k.product_id::text), coalesce(l.code, k.location_id::text),
+                    coalesce(v.on_hand, 0), coalesce(v.reserved, 0), coalesce(g.on_hand, 0), coalesce(g.reserved, 0),
+                    case when v.product_id is null then ' (ledger rows without a stock row)' else '' end) as detail
+      from (select product_id, location_id from levels union select product_id, location_id from ledger) k
+      left join levels v on v.product_id = k.product_id and v.location_id = k.location_id
+      left join ledger g on g.product_id = k.product_id and g.location_id = k.location_id
+      left join public.products p on p.id = k.product_id
+      left join private.locations l on l.id = k.location_id
+      where v.product_id is null
+         or coalesce(v.on_hand, 0) <> coalesce(g.on_hand, 0)
+         or coalesce(v.reserved, 0) <> coalesce(g.reserved, 0)
+      order by 1`,
+  },
+  {
+    invariant: "reservation_ledger",
+    rule: "each reservation has one 'reserve' row for its quantity and, once closed, one closing row that matches " +
+      "its status (consumed = fulfil, released = release, expired = expire); an active one has none",
+    query: (sql, scope) =>
+      sql`
+      with res as (
+        select r.* from private.reservations r
+        where (${scope}::uuid[] is null or r.product_id = any (${scope}::uuid[]))
+      ), rows as (
+        select r.id,
+               count(*) filter (where m.reason = 'reserve') as reserves,
+               count(*) filter (where m.reason = 'reserve' and m.delta_reserved = r.quantity and m.delta_on_hand = 0
+                                  and m.product_id = r.product_id and m.location_id = r.location_id
+                                  and m.order_id = r.order_id) as good_reserves,
+               count(*) filter (where m.reason <> 'reserve') as closes,
+               count(*) filter (where m.reason = case r.status when 'consumed' then 'fulfil'
+                                                               when 'released' then 'release'
+                                                               when 'expired' then 'expire' end
+                                  and m.delta_reserved = -r.quantity
+                                  and m.delta_on_hand = case when r.status = 'consumed' then -r.quantity else 0 end
+                                  and m.product_id = r.product_id and m.location_id = r.location_id
+                                  and m.order_id = r.order_id) as good_closes
+        from res r
+        left join private.stock_movements m on m.reservation_id = r.id
+        group by r.id
+      )
+      select format('reservation %s (order %s, %s x%s, %s): %s reserve row(s) (%s matching), %s closing row(s) (%s matching)',
+                    r.id, r.order_id, p.sku, r.quantity, r.status, x.reserves, x.good_reserves, x.closes,
+                    x.good_closes) as detail
+      from rows x
+      join res r on r.id = x.id
+      left join public.products p on p.id = r.product_id
+      where x.reserves <> 1 or x.good_reserves <> 1
+         or (r.status = 'active' and x.closes <> 0)
+         or (r.status <> 'active' and (x.closes <> 1 or x.good_closes <> 1))
+      union all
+      select format('ledger row %s (%s) names reservation %s, which does not exist', m.id, m.reason, m.reservation_id)
+      from private.stock_movements m
+      where m.reservation_id is not null
+        and not exists (select 1 from private.reservations r where r.id = m.reservation_id)
+        and (${scope}::uuid[] is null or m.product_id = any (${scope}::uuid[]))
+      order by 1`,
+  },
+  // ---- 3. paid at most once, deducted exactly once ----------------------------------------------------------
+  {
+    invariant: "deducted_exactly_once",
+    rule: "a paid or fulfilled order's 'fulfil' ledger rows deduct exactly its items' quantities, once; any other " +
+      "order deducts nothing",
+    query: (sql, scope) =>
+      sql`
+      with ords as (
+        select o.id, o.status from public.orders o
+        where ${scope}::uuid[] is null
+           or exists (select 1 from public.order_items i where i.order_id = o.id and i.product_id = any (${scope}::uuid[]))
+      ), deducted as (
+        select m.order_id, m.product_id, (-sum(m.delta_on_hand))::bigint as qty, count(*) as rows
+        from private.stock_movements m
+        join ords o on o.id = m.order_id
+        where m.reason = 'fulfil'
+        group by 1, 2
+      ), wanted as (
+        select i.order_id, i.product_id, i.quantity::bigint as qty
+        from public.order_items i
+        join ords o on o.id = i.order_id
+        where o.status in ('paid', 'fulfilled')
+      )
+      select format('order %s (%s), product %s: deducted %s, should be %s', o.id, o.status,
+                    coalesce(p.sku, k.product_id::text), coalesce(d.qty, 0), coalesce(w.qty, 0)) as detail
+      from (select order_id, product_id from deducted union select order_id, product_id from wanted) k
+      join ords o on o.id = k.order_id
+      left join deducted d on d.order_id = k.order_id and d.product_id = k.product_id
+      left join wanted w on w.order_id = k.order_id and w.product_id = k.product_id
+      left join public.products p on p.id = k.product_id
+      where coalesce(d.qty, 0) <> coalesce(w.qty, 0)
+      order by 1`,
+  },
+  {
+    invariant: "paid_at_most_once",
+    rule: "an order moves into paid (or paid_out_of_stock) at most once, and a paid order did so exactly once",
+    query: (sql, scope) =>
+      sql`
+      with ords as (
+        select o.id, o.status from public.orders o
+        where ${scope}::uuid[] is null
+           or exists (select 1 from public.order_items i where i.order_id = o.id and i.product_id = any (${scope}::uuid[]))
+      )
+      select format('order %s (%s): %s transition(s) into a paid state', o.id, o.status, count(h.id)) as detail
+      from ords o
+      left join private.order_status_history h
+        on h.order_id = o.id and h.to_status in ('paid', 'paid_out_of_stock')
+       and h.from_status is distinct from h.to_status
+       and coalesce(h.from_status, '') not in ('paid', 'paid_out_of_stock', 'fulfilled')
+      group by o.id, o.status
+      having count(h.id) > 1
+          or (o.status in ('paid', 'paid_out_of_stock', 'fulfilled') and count(h.id) <> 1)
+      order by 1`,
+  },
+  // ---- reservations agree with their order -------------------------------------------------------------------
+  {
+    invariant: "reservations_match_order",
+    rule: "no active reservation on an order that is not awaiting payment; an awaiting order holds (or held, " +
+      "until expiry) exactly its items; a paid order consumed exactly its items; no other order consumed any",
+    query: (sql, scope) =>
+      sql`
+      with ords as (
+        select o.id, o.status from public.orders o
+        where ${scope}::uuid[] is null
+           or exists (select 1 from public.order_items i where i.order_id = o.id and i.product_id = any (${scope}::uuid[]))
+      ), per_product as (
+        select r.order_id, r.product_id,
+               sum(r.quantity) filter (where r.status = 'active')::bigint as active,
+               sum(r.quantity) filter (where r.status = 'consumed')::bigint as consumed,
+               sum(r.quantity) filter (where r.status in ('active', 'expired'))::bigint as held_or_lapsed,
+               count(*) filter (where r.status in ('consumed', 'released')) as closed_by_hand
+        from private.reservations r
+        join ords o on o.id = r.order_id
+        group by 1, 2
+      ), keyed as (
+        select i.order_id, i.product_id, i.quantity::bigint as qty from public.order_items i join ords o on o.id = i.order_id
+      )
+      select format('order %s (%s), product %s: ordered %s, active %s, consumed %s%s', o.id, o.status,
+                    coalesce(p.sku, k.product_id::text), coalesce(i.qty, 0), coalesce(r.active, 0),
+                    coalesce(r.consumed, 0),
+                    case when i.order_id is null then ' (reservation for a product not in the order)' else '' end)
+             as detail
+      from (select order_id, product_id from per_product union select order_id, product_id from keyed) k
+      join ords o on o.id = k.order_id
+      left join per_product r on r.order_id = k.order_id and r.product_id = k.product_id
+      left join keyed i on i.order_id = k.order_id and i.product_id = k.product_id
+      left join public.products p on p.id = k.product_id
+      where i.order_id is null
+         or case
+              when o.status in ('awaiting_instore_payment', 'awaiting_payment') then
+                coalesce(r.held_or_lapsed, 0) <> i.qty or coalesce(r.closed_by_hand, 0) <> 0
+              when o.status in ('paid', 'fulfilled') then
+                coalesce(r.active, 0) <> 0 or coalesce(r.consumed, 0) <> i.qty
+              else
+                coalesce(r.active, 0) <> 0 or coalesce(r.consumed, 0) <> 0
+            end
+      order by 1`,
+  },
+  // ---- orders are whole --------------------------------------------------------------------------------------
+  {
+    invariant: "order_whole",
+    rule: "every order has lines; each line's arithmetic holds; subtotal, tax and total are the sums of the lines; " +
+      "each status carries its timestamp",
+    query: (sql, scope) =>
+      sql`
+      with ords as (
+        select o.* from public.orders o
+        where ${scope}::uuid[] is null
+           or exists (select 1 from public.order_items i where i.order_id = o.id and i.product_id = any (${scope}::uuid[]))
+      ), sums as (
+        select i.order_id, count(*) as lines, sum(i.line_subtotal)::bigint as subtotal, sum(i.line_tax)::bigint as tax,
+               sum(i.line_total)::bigint as total,
+               count(*) filter (where i.line_subtotal <> i.unit_price * i.quantity
+                                   or i.line_tax <> round((i.unit_price * i.quantity)::numeric * i.tax_rate_bp / 10000)
+                                   or i.line_total <> i.line_subtotal + i.line_tax) as bad_lines
+        from public.order_items i
+        join ords o on o.id = i.order_id
+        group by 1
+      )
+      select format('order %s (%s): %s', o.id, o.status, case
+               when s.order_id is null then 'has no items'
+               when s.bad_lines > 0 then format('%s line(s) with wrong arithmetic', s.bad_lines)
+               when (o.subtotal, o.tax, o.total) is distinct from (s.subtotal, s.tax, s.subtotal + s.tax)
+                 or o.total <> s.total
+                 then format('totals %s/%s/%s but lines sum to %s/%s/%s', o.subtotal, o.tax, o.total,
+                             s.subtotal, s.tax, s.total)
+               else 'status without its timestamp'
+             end) as detail
+      from ords o
+      left join sums s on s.order_id = o.id
+      where s.order_id is null
+         or s.bad_lines > 0
+         or (o.subtotal, o.tax, o.total) is distinct from (s.subtotal, s.tax, s.subtotal + s.tax)
+         or o.total <> s.total
+         or (o.status in ('paid', 'paid_out_of_stock', 'fulfilled') and o.paid_at is null)
+         or (o.status = 'fulfilled' and o.fulfilled_at is null)
+         or (o.status = 'cancelled' and o.cancelled_at is null)
+         or (o.status = 'expired' and o.expired_at is null)
+      order by 1`,
+  },
+];
+
+/**
+ * Runs every check and returns the problems found (empty when every invariant holds). `sql` is any postgres.js
+ * client with read access to the private schema (the database owner, as tests and operators connect).
+ */
+export async function checkInvariants(
+  sql: postgres.Sql | postgres.TransactionSql,
+  options: CheckOptions = {},
+): Promise<Problem[]> {
+  const scope = options.productIds ?? null;
+  const limit = options.limitPerCheck ?? 50;
+  const problems: Problem[] = [];
+  const run = async (tx: postgres.TransactionSql) => {
+    for (const check of CHECKS) {
+      const rows = await check.query(tx, scope);
+      for (const row of rows.slice(0, limit)) problems.push({ invariant: check.invariant, message: row.detail });
+      if (rows.length > limit) {
+        problems.push({ invariant: check.invariant, message: `... and ${rows.length - limit} more` });
+      }
+    }
+  };
+  if ("savepoint" in sql) {
+    // Already inside the caller's transaction (a test that breaks data on purpose and rolls back).
+    await run(sql);
+  } else {
+    // One snapshot for all checks: a sale committing between two checks cannot look like a broken invariant.
+    await sql.begin("isolation level repeatable read read only", run);
+  }
+  return problems;
+}
+
+/** The problems as readable lines, or "all invariants hold". */
+export function formatProblems(problems: Problem[]): string {
+  if (problems.length === 0) return "all invariants hold";
+  const rules = new Map(CHECKS.map((c) => [c.invariant, c.rule]));
+  const lines: string[] = [`${problems.length} problem(s):`];
+  let last = "";
+  for (const p of problems) {
+    if (p.invariant !== last) {
+      lines.push(`\n${p.invariant}: ${rules.get(p.invariant) ?? ""}`);
+      last = p.invariant;
+    }
+    lines.push(`  - ${p.message}`);
+  }
+  return lines.join("\n");
+}
+
+if (import.meta.main) {
+  const url = Deno.args.find((a) => !a.startsWith("-")) ?? Deno.env.get("SUPABASE_DB_URL");
+  if (!url) {
+    console.error("usage: deno run -A scripts/check.ts [postgresql://...]   (or set SUPABASE_DB_URL)");
+    Deno.exit(2);
+  }
+  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10 });
+  let code = 0;
+  try {
+    const started = performance.now();
+    const problems = await checkInvariants(sql);
+    const where = new URL(url.replace(/^postgres(ql)?:/, "http:"));
+    console.log(formatProblems(problems));
+    console.error(`checked ${where.hostname}:${where.port}${where.pathname} in ${Math.round(performance.now() - started)} ms`);
+    code = problems.length === 0 ? 0 : 1;
+  } catch (err) {
+    console.error(`check failed: ${err instanceof Error ? err.message : String(err)}`);
+    code = 2;
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  Deno.exit(code);
+}
