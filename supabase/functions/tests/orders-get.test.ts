@@ -100,7 +100,13 @@ test("orders_get_anon: the anon key reads no order", async (sql) => {
 
 test("orders_get_staff: staff and admin read any order; so does the service key", async (sql) => {
   const { order } = await customerOrder(sql);
-  for (const token of [(await userJwt({ staffRole: "staff" })).token, (await userJwt({ staffRole: "admin" })).token, SERVICE_ROLE_KEY]) {
+  for (
+    const token of [
+      (await userJwt({ staffRole: "staff" })).token,
+      (await userJwt({ staffRole: "admin" })).token,
+      SERVICE_ROLE_KEY,
+    ]
+  ) {
     const res = await get(token, order.id);
     assert.equal(res.status, 200);
     assert.equal((await res.json()).order.id, order.id);

@@ -100,7 +100,10 @@ test("instore_cancel: an admin cancels; stock released, reason and actor in the 
 test("instore_transitions: the engine's rules hold: a paid order cannot be cancelled (409)", async (sql) => {
   const staff = await userJwt({ staffRole: "staff" });
   const { order } = await inStoreOrder(sql);
-  assert.equal((await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: "T1" })).status, 200);
+  assert.equal(
+    (await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: "T1" })).status,
+    200,
+  );
   const cancelPaid = await call(staff.token, { action: "cancel", order_id: order.id });
   assert.equal(cancelPaid.status, 409);
   const err = (await cancelPaid.json()).error;
@@ -127,10 +130,12 @@ test("instore_paid_out_of_stock: a payment confirmed after cancel, with the stoc
 
 test("instore_unknown_order: 404 order_not_found for confirm and cancel", async () => {
   const staff = await userJwt({ staffRole: "staff" });
-  for (const body of [
-    { action: "confirm", order_id: crypto.randomUUID(), transaction_code: "T1" },
-    { action: "cancel", order_id: crypto.randomUUID() },
-  ]) {
+  for (
+    const body of [
+      { action: "confirm", order_id: crypto.randomUUID(), transaction_code: "T1" },
+      { action: "cancel", order_id: crypto.randomUUID() },
+    ]
+  ) {
     const res = await call(staff.token, body);
     assert.equal(res.status, 404);
     assert.equal((await res.json()).error.code, "order_not_found");
@@ -153,11 +158,13 @@ test("instore_forbidden: a customer JWT or the anon key gets 403 and nothing cha
   const { product, order } = await inStoreOrder(sql);
   const customer = await userJwt();
   for (const token of [customer.token, ANON_KEY]) {
-    for (const body of [
-      { action: "confirm", order_id: order.id, transaction_code: "T1" },
-      { action: "cancel", order_id: order.id },
-      { nonsense: true },
-    ]) {
+    for (
+      const body of [
+        { action: "confirm", order_id: order.id, transaction_code: "T1" },
+        { action: "cancel", order_id: order.id },
+        { nonsense: true },
+      ]
+    ) {
       const res = await call(token, body);
       assert.equal(res.status, 403);
       assert.equal((await res.json()).error.code, "forbidden");

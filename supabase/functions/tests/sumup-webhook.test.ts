@@ -8,7 +8,7 @@ import type postgres from "postgres";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
 import { resetProviderPolicies } from "../_shared/resilience.ts";
-import { currencyExponent, toMajorUnits, toMinorUnits } from "../_shared/sumup.ts";
+import { createCheckout, currencyExponent, getCheckout, toMajorUnits, toMinorUnits } from "../_shared/sumup.ts";
 import { handler } from "../sumup-webhook/handler.ts";
 import { type FakeSumUp, startFakeSumUp } from "./fakes/sumup-server.ts";
 import { ANON_KEY } from "./support/keys.ts";
@@ -103,6 +103,40 @@ Deno.test("sumup amounts: a figure that is not a whole number of minor units is 
   assert.equal(toMinorUnits(10.5, "CLP"), null);
   assert.throws(() => toMajorUnits(1.5, "EUR"), RangeError);
   assert.throws(() => toMajorUnits(-1, "EUR"), RangeError);
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// the client (_shared/sumup.ts) against the fake API
+// ---------------------------------------------------------------------------------------------------------------
+
+test("sumup_client: createCheckout sends the total in major units with our reference, merchant and return_url", async ({ sumup }) => {
+  const orderId = crypto.randomUUID();
+  const created = await withEnv(
+    { SUMUP_WEBHOOK_URL: "https://example.supabase.co/functions/v1/sumup-webhook" },
+    () => createCheckout({ orderId, amount: 2380, currency: "EUR", description: "Order test" }),
+  );
+  assert.equal(created.status, "PENDING");
+  assert.equal(created.checkoutReference, orderId);
+  assert.equal(created.amount, 2380);
+  const post = sumup.requests.find((r) => r.method === "POST");
+  assert.deepEqual(post?.body, {
+    checkout_reference: orderId,
+    amount: 23.8,
+    currency: "EUR",
+    merchant_code: MERCHANT,
+    description: "Order test",
+    return_url: "https://example.supabase.co/functions/v1/sumup-webhook",
+  });
+  assert.equal(post?.headers.authorization, `Bearer ${sumup.apiKey}`);
+
+  // A second create for the same order (a retried request) finds the first checkout instead of failing.
+  const again = await createCheckout({ orderId, amount: 2380, currency: "EUR" });
+  assert.equal(again.id, created.id);
+  assert.equal(sumup.checkouts.size, 1);
+
+  const fetched = await getCheckout(created.id);
+  assert.equal(fetched?.id, created.id);
+  assert.equal(await getCheckout("no/such/../path"), null, "ids that could escape the path are never sent");
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -320,28 +354,33 @@ test("sumup_breaker: after repeated failures the circuit opens and calls fail fa
   const checkout = sumup.addCheckout({ checkout_reference: order.id, amount: 23.8 });
   sumup.pay(checkout.id);
   sumup.mode = "error";
-  await withEnv({ PROVIDER_BREAKER_THRESHOLD: "2", PROVIDER_RETRIES: "0", PROVIDER_BREAKER_HALF_OPEN_MS: "60000" }, async () => {
-    resetProviderPolicies(); // so the policies are rebuilt with the settings above
-    for (let i = 0; i < 2; i++) {
-      const res = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
-      assert.equal(res.status, 502);
-      await res.body?.cancel();
-    }
-    assert.equal(sumup.requests.length, 2);
-    sumup.mode = "up";
-    const open = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
-    assert.equal(open.status, 502);
-    assert.equal((await open.json()).error.code, "payment_provider_unavailable");
-    assert.equal(sumup.requests.length, 2, "the open circuit kept the call from SumUp");
-  });
+  await withEnv(
+    { PROVIDER_BREAKER_THRESHOLD: "2", PROVIDER_RETRIES: "0", PROVIDER_BREAKER_HALF_OPEN_MS: "60000" },
+    async () => {
+      resetProviderPolicies(); // so the policies are rebuilt with the settings above
+      for (let i = 0; i < 2; i++) {
+        const res = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
+        assert.equal(res.status, 502);
+        await res.body?.cancel();
+      }
+      assert.equal(sumup.requests.length, 2);
+      sumup.mode = "up";
+      const open = await notify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id });
+      assert.equal(open.status, 502);
+      assert.equal((await open.json()).error.code, "payment_provider_unavailable");
+      assert.equal(sumup.requests.length, 2, "the open circuit kept the call from SumUp");
+    },
+  );
   assert.equal((await orderRow(sql, order.id)).status, "awaiting_instore_payment");
 });
 
 test("sumup_malformed: a body that is not a notification is 400 invalid_request, and SumUp is not asked", async ({ sumup }) => {
-  for (const body of ["not json", "[]", "{}", { event_type: "CHECKOUT_STATUS_CHANGED" }, { id: "abc" }, {
-    event_type: "CHECKOUT_STATUS_CHANGED",
-    id: 42,
-  }, { event_type: "CHECKOUT_STATUS_CHANGED", id: "../../v0.1/me" }]) {
+  for (
+    const body of ["not json", "[]", "{}", { event_type: "CHECKOUT_STATUS_CHANGED" }, { id: "abc" }, {
+      event_type: "CHECKOUT_STATUS_CHANGED",
+      id: 42,
+    }, { event_type: "CHECKOUT_STATUS_CHANGED", id: "../../v0.1/me" }]
+  ) {
     const res = await notify(body);
     assert.equal(res.status, 400, `status for ${JSON.stringify(body)}`);
     assert.equal((await res.json()).error.code, "invalid_request");

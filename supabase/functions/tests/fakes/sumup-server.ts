@@ -127,7 +127,12 @@ export function startFakeSumUp(opts: FakeSumUpOptions = {}): FakeSumUp {
       try {
         body = text ? JSON.parse(text) : undefined;
       } catch { /* keep the raw text */ }
-      requests.push({ method: req.method, path: url.pathname + url.search, headers: Object.fromEntries(req.headers), body });
+      requests.push({
+        method: req.method,
+        path: url.pathname + url.search,
+        headers: Object.fromEntries(req.headers),
+        body,
+      });
 
       if (fake.mode === "error") return problem(503, "SERVICE_UNAVAILABLE", "fake SumUp is down");
       if (fake.mode === "slow") await new Promise((r) => setTimeout(r, fake.delayMs));
@@ -150,7 +155,11 @@ export function startFakeSumUp(opts: FakeSumUpOptions = {}): FakeSumUp {
         if (missing.length) return problem(400, "MISSING", `Validation error: missing ${missing.join(", ")}`);
         if (typeof b.amount !== "number") return problem(400, "INVALID", "amount must be a number");
         if ([...checkouts.values()].some((c) => c.checkout_reference === b.checkout_reference)) {
-          return problem(409, "DUPLICATED_CHECKOUT", "Checkout with this checkout reference and pay to email already exists");
+          return problem(
+            409,
+            "DUPLICATED_CHECKOUT",
+            "Checkout with this checkout reference and pay to email already exists",
+          );
         }
         const created = fake.addCheckout({
           checkout_reference: String(b.checkout_reference),
