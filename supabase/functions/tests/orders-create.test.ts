@@ -4,6 +4,8 @@
  * SKUs) and uses its own client address, so tests never share stock or rate-limit buckets.
  */
 import assert from "node:assert/strict";
+import { createClient } from "@supabase/supabase-js";
+import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
 import { breakerState, resetProviderPolicies } from "../_shared/resilience.ts";
 import { handler } from "../orders-create/handler.ts";
@@ -517,6 +519,32 @@ test("CORS: a disallowed origin gets 403 on preflight and no allow headers on a 
   assert.equal(res.headers.get("access-control-allow-origin"), null);
   const ok = await call({ items: [{ product_id: mug.id, quantity: 1 }], payment_method: "sumup" }, { origin: SHOP });
   assert.equal(ok.headers.get("access-control-allow-origin"), SHOP);
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Through the gateway, as a browser app would call it
+// ---------------------------------------------------------------------------------------------------------
+
+test("gateway: supabase-js invoke with the anon key creates a Stripe order; no JWT is refused", async () => {
+  const mug = await makeProduct(sql, { stock: 2 });
+  const gw = await startGateway();
+  try {
+    const supabase = createClient(gw.url, ANON_KEY, { auth: { persistSession: false } });
+    const { data, error } = await supabase.functions.invoke("orders-create", {
+      body: stripeBody([{ product_id: mug.id, quantity: 1 }]),
+      headers: { "Idempotency-Key": crypto.randomUUID() },
+    });
+    assert.equal(error, null);
+    assert.equal(data.order.status, "awaiting_payment");
+    assert.match(data.checkout_url, /cs_test_/);
+    assert.deepEqual(await stockOf(sql, mug.id), { onHand: 2, reserved: 1 });
+
+    const bare = await fetch(`${gw.url}/functions/v1/orders-create`, { method: "POST", body: "{}" });
+    assert.equal(bare.status, 401);
+    await bare.body?.cancel();
+  } finally {
+    await gw.shutdown();
+  }
 });
 
 test("teardown", async () => {

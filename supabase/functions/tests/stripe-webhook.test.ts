@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import Stripe from "stripe";
+import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
 import { handler } from "../stripe-webhook/handler.ts";
 import { historyOf, makeOrder, makeProduct, orderRow, stockOf, testSql } from "./support/shop.ts";
@@ -313,6 +314,29 @@ test("405 for GET", async () => {
   const res = await handler(new Request("http://functions.local/functions/v1/stripe-webhook"));
   assert.equal(res.status, 405);
   await res.body?.cancel();
+});
+
+test("gateway: Stripe's call without a JWT reaches the function (verify_jwt = false) and pays the order", async () => {
+  const f = await stripeOrder({ stock: 5, quantity: 2 });
+  const payload = JSON.stringify(sessionEvent("checkout.session.completed", f));
+  const signature = await Stripe.webhooks.generateTestHeaderStringAsync({
+    payload,
+    secret: SECRET,
+    cryptoProvider: Stripe.createSubtleCryptoProvider(),
+  });
+  const gw = await startGateway();
+  try {
+    const res = await fetch(`${gw.url}/functions/v1/stripe-webhook`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "stripe-signature": signature },
+      body: payload,
+    });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).result, "paid");
+    assert.deepEqual(await stockOf(sql, f.product.id), { onHand: 3, reserved: 0 });
+  } finally {
+    await gw.shutdown();
+  }
 });
 
 test("teardown", async () => {
