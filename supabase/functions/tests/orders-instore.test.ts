@@ -128,6 +128,16 @@ test("instore_paid_out_of_stock: a payment confirmed after cancel, with the stoc
   assert.deepEqual(await stockOf(sql, product.id), { onHand: 2, reserved: 2 });
 });
 
+test("instore_wrong_channel: confirming an online (Stripe) order as a SumUp payment is refused, 400", async (sql) => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const product = await makeProduct(sql, { stock: 2 });
+  const online = await makeOrder(sql, [{ product_id: product.id, quantity: 1 }], { method: "stripe" });
+  const res = await call(staff.token, { action: "confirm", order_id: online.id, transaction_code: "T9" });
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).error.code, "invalid_request");
+  assert.equal((await orderRow(sql, online.id)).status, "awaiting_payment");
+});
+
 test("instore_unknown_order: 404 order_not_found for confirm and cancel", async () => {
   const staff = await userJwt({ staffRole: "staff" });
   for (
