@@ -58,6 +58,21 @@ export function createLogger(base: LogFields = {}): Logger {
   };
 }
 
+/**
+ * An error as log fields: its class, the provider's type and HTTP status when it has them, and its message
+ * (never a stack or a request body, which may hold card data or headers).
+ */
+export function describeError(err: unknown): LogFields {
+  if (!(err instanceof Error)) return { message: String(err) };
+  const e = err as Error & { type?: unknown; statusCode?: unknown; status?: unknown; code?: unknown };
+  const fields: LogFields = { name: e.constructor?.name ?? e.name, message: e.message.slice(0, 300) };
+  if (typeof e.type === "string") fields.type = e.type;
+  const status = e.statusCode ?? e.status;
+  if (typeof status === "number") fields.status = status;
+  if (typeof e.code === "string") fields.code = e.code;
+  return fields;
+}
+
 // A caller-supplied id is kept only when it is short and plain, so it is safe in logs, headers and the ledger.
 const CORRELATION_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

@@ -9,6 +9,7 @@ import { attachCheckout, cancelOrder, createOrder, type Order, rateLimitHit } fr
 import { orderRateLimit, stripeConfig, sumupConfig } from "../_shared/env.ts";
 import { AppError } from "../_shared/errors.ts";
 import { clientAddress, json, readJson, type RequestContext, serve } from "../_shared/http.ts";
+import { describeError } from "../_shared/log.ts";
 import { callStripe } from "../_shared/stripe.ts";
 import { type FieldError, parseOrThrow } from "../_shared/validate.ts";
 import { sessionIdempotencyKey, sessionParams } from "./checkout.ts";
@@ -68,11 +69,11 @@ async function openStripeCheckout(
   } catch (err) {
     ctx.log.warn("stripe checkout failed; cancelling the order", {
       order_id: order.id,
-      error: err instanceof Error ? { name: err.name, message: err.message } : String(err),
+      error: describeError(err),
     });
     // Release the stock now rather than leave it reserved until the sweep.
     await withTx(txCtx, (tx) => cancelOrder(tx, order.id, "payment_provider_unavailable")).catch((cancelErr) =>
-      ctx.log.error("cancelling after a provider failure failed", { order_id: order.id, error: cancelErr })
+      ctx.log.error("cancelling after a provider failure failed", { order_id: order.id, error: describeError(cancelErr) })
     );
     throw providerUnavailable(order);
   }

@@ -7,6 +7,7 @@ import type { Caller } from "../_shared/auth.ts";
 import { withTx } from "../_shared/db.ts";
 import { attachCheckout, type Order } from "../_shared/engine.ts";
 import type { RequestContext } from "../_shared/http.ts";
+import { describeError } from "../_shared/log.ts";
 import { createCheckout } from "../_shared/sumup.ts";
 
 /** The order with its SumUp checkout attached, or unchanged (logged) when SumUp could not be reached. */
@@ -25,7 +26,7 @@ export async function openSumupCheckout(order: Order, caller: Caller, ctx: Reque
   } catch (err) {
     ctx.log.warn("no SumUp checkout for the order; staff can confirm the payment by hand", {
       order_id: order.id,
-      error: err instanceof Error ? { name: err.name, message: err.message } : String(err),
+      error: describeError(err),
     });
     return order;
   }

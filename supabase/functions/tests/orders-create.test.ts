@@ -34,7 +34,7 @@ function baseEnv(): void {
     ORDER_RATE_LIMIT_PER_ADDRESS: "1000",
     ORDER_RATE_LIMIT_PER_USER: "1000",
     ORDER_RATE_LIMIT_WINDOW_SECONDS: "60",
-    LOG_LEVEL: "silent",
+    LOG_LEVEL: Deno.env.get("TEST_LOG_LEVEL") ?? "silent",
   };
   for (const [k, v] of Object.entries(vars)) Deno.env.set(k, v);
   for (const k of ["SUMUP_API_KEY", "SUMUP_MERCHANT_CODE", "SUMUP_API_BASE", "SUMUP_WEBHOOK_URL"]) Deno.env.delete(k);
