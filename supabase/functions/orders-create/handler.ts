@@ -5,7 +5,7 @@
  */
 import { authenticate, type Caller } from "../_shared/auth.ts";
 import { withTx } from "../_shared/db.ts";
-import { attachCheckout, cancelOrder, createOrder, type Order, rateLimitHit } from "../_shared/engine.ts";
+import { attachCheckout, cancelOrder, createOrder, getOrder, type Order, rateLimitHit } from "../_shared/engine.ts";
 import { orderRateLimit, stripeConfig, sumupConfig } from "../_shared/env.ts";
 import { AppError } from "../_shared/errors.ts";
 import { clientAddress, json, readJson, type RequestContext, serve } from "../_shared/http.ts";
@@ -67,6 +67,10 @@ async function openStripeCheckout(
     if (!created.url) throw new Error("Stripe returned a session without a URL");
     session = { id: created.id, url: created.url };
   } catch (err) {
+    // A concurrent request with the same Idempotency-Key may have stored its session meanwhile: that order
+    // is fine and must not be cancelled by this attempt's failure.
+    const current = await withTx(txCtx, (tx) => getOrder(tx, order.id)).catch(() => null);
+    if (current?.checkout_url) return current;
     ctx.log.warn("stripe checkout failed; cancelling the order", {
       order_id: order.id,
       error: describeError(err),

@@ -39,6 +39,7 @@ function baseEnv(): void {
   for (const [k, v] of Object.entries(vars)) Deno.env.set(k, v);
   for (const k of ["SUMUP_API_KEY", "SUMUP_MERCHANT_CODE", "SUMUP_API_BASE", "SUMUP_WEBHOOK_URL"]) Deno.env.delete(k);
   stripe.mode = "up";
+  stripe.beforeAnswer = null;
   stripe.failNext(0);
   resetProviderPolicies();
 }
@@ -221,6 +222,25 @@ test("replay after a first attempt that died before storing its session: the ses
   assert.equal(replay.body.order.id, result.order.id);
   assert.match(replay.body.checkout_url, /cs_test_/);
   assert.equal((await orderRow(sql, result.order.id)).checkout_url, replay.body.checkout_url);
+});
+
+test("a racing request whose Stripe call fails keeps the order its twin already gave a session", async () => {
+  const mug = await makeProduct(sql, { stock: 5 });
+  const key = crypto.randomUUID();
+  const body = stripeBody([{ product_id: mug.id, quantity: 1 }]);
+  const [{ result }] = await sql`select public.create_order(${sql.json(body.items)}::jsonb, 'stripe', ${key},
+    ${await requestHash(body, "anon")}, '{}'::jsonb, null) as result`;
+  // While this request waits for Stripe, its twin stores the session; then Stripe fails this one.
+  stripe.mode = "error";
+  Deno.env.set("PROVIDER_RETRIES", "0");
+  stripe.beforeAnswer = async () => {
+    await sql`select public.attach_checkout(${result.order.id}::uuid, 'stripe', 'cs_test_twin', 'https://checkout.test/twin')`;
+  };
+  const res = await call(body, { key });
+  assert.equal(res.status, 201, JSON.stringify(res.body));
+  assert.equal(res.body.checkout_url, "https://checkout.test/twin");
+  assert.equal((await orderRow(sql, result.order.id)).status, "awaiting_payment");
+  assert.deepEqual(await stockOf(sql, mug.id), { onHand: 5, reserved: 1 });
 });
 
 test("422 idempotency_key_reused: the same key with another body", async () => {

@@ -32,6 +32,8 @@ export interface FakeStripe {
   sessions: Map<string, Record<string, unknown>>;
   /** Current behaviour; change it at any time. */
   mode: FakeStripeMode;
+  /** Called with each request before it is answered (e.g. to make something happen "meanwhile"). */
+  beforeAnswer: ((req: FakeStripeRequest) => Promise<void>) | null;
   /** Answers the next `n` requests with 500, then behaves as `mode` says. */
   failNext(n: number): void;
   /** Requests to POST /v1/checkout/sessions. */
@@ -117,6 +119,7 @@ export function startFakeStripe(): FakeStripe {
       params: req.method === "GET" ? Object.fromEntries(url.searchParams) : decodeStripeForm(text),
     };
     requests.push(record);
+    await fake.beforeAnswer?.(record);
 
     if (fake.mode === "hang") {
       // Held open until the client aborts (its timeout) or the fake closes.
@@ -153,6 +156,7 @@ export function startFakeStripe(): FakeStripe {
     requests,
     sessions,
     mode: "up",
+    beforeAnswer: null,
     failNext(n) {
       failures = n;
     },
