@@ -233,12 +233,13 @@ test("a racing request whose Stripe call fails keeps the order its twin already 
   // While this request waits for Stripe, its twin stores the session; then Stripe fails this one.
   stripe.mode = "error";
   Deno.env.set("PROVIDER_RETRIES", "0");
+  const twin = `cs_test_twin_${crypto.randomUUID().replaceAll("-", "")}`;
   stripe.beforeAnswer = async () => {
-    await sql`select public.attach_checkout(${result.order.id}::uuid, 'stripe', 'cs_test_twin', 'https://checkout.test/twin')`;
+    await sql`select public.attach_checkout(${result.order.id}::uuid, 'stripe', ${twin}, ${`https://checkout.test/${twin}`})`;
   };
   const res = await call(body, { key });
   assert.equal(res.status, 201, JSON.stringify(res.body));
-  assert.equal(res.body.checkout_url, "https://checkout.test/twin");
+  assert.equal(res.body.checkout_url, `https://checkout.test/${twin}`);
   assert.equal((await orderRow(sql, result.order.id)).status, "awaiting_payment");
   assert.deepEqual(await stockOf(sql, mug.id), { onHand: 5, reserved: 1 });
 });
@@ -427,8 +428,9 @@ test("502 when Stripe hangs past PROVIDER_TIMEOUT_MS: cancelled, stock back", as
   assert.deepEqual(await stockOf(sql, mug.id), { onHand: 2, reserved: 0 });
 });
 
-test("Stripe down: the breaker opens and later orders fail fast without calling Stripe", async () => {
+test("Stripe down: the breaker opens, later orders fail fast without calling Stripe, then it recovers", async () => {
   Deno.env.set("PROVIDER_BREAKER_THRESHOLD", "2");
+  Deno.env.set("PROVIDER_BREAKER_HALF_OPEN_MS", "300");
   Deno.env.set("PROVIDER_RETRIES", "0");
   stripe.mode = "error";
   const mug = await makeProduct(sql, { stock: 10 });
@@ -445,6 +447,12 @@ test("Stripe down: the breaker opens and later orders fail fast without calling 
   assert.equal(stripe.sessionCreates().length - before, 2, "an open breaker must not call Stripe");
   assert.equal((await orderRow(sql, fast.body.error.details.order_id)).status, "cancelled");
   assert.deepEqual(await stockOf(sql, mug.id), { onHand: 10, reserved: 0 });
+
+  // After PROVIDER_BREAKER_HALF_OPEN_MS one trial call goes through; it succeeds and closes the breaker.
+  await new Promise((r) => setTimeout(r, 350));
+  const recovered = await call(body());
+  assert.equal(recovered.status, 201);
+  assert.equal(breakerState("stripe"), "closed");
 });
 
 // ---------------------------------------------------------------------------------------------------------

@@ -119,7 +119,13 @@ export function startFakeStripe(): FakeStripe {
       params: req.method === "GET" ? Object.fromEntries(url.searchParams) : decodeStripeForm(text),
     };
     requests.push(record);
-    await fake.beforeAnswer?.(record);
+    try {
+      await fake.beforeAnswer?.(record);
+    } catch (err) {
+      // A failing hook is a bug in the test, not a Stripe outage: say so loudly.
+      console.error("fake Stripe: beforeAnswer failed:", err);
+      return stripeError(599, "test_hook_error", String(err));
+    }
 
     if (fake.mode === "hang") {
       // Held open until the client aborts (its timeout) or the fake closes.
