@@ -6,7 +6,8 @@
 import { allowedOrigins } from "./env.ts";
 
 // Headers our clients send: supabase-js's own, plus the ones this API defines.
-const ALLOW_HEADERS = "authorization, x-client-info, apikey, content-type, idempotency-key, x-correlation-id, if-none-match";
+const ALLOW_HEADERS =
+  "authorization, x-client-info, apikey, content-type, idempotency-key, x-correlation-id, if-none-match";
 // Headers a browser script may read from our answers.
 const EXPOSE_HEADERS = "x-correlation-id, retry-after, etag, idempotent-replayed";
 

@@ -44,8 +44,14 @@ const ENGINE_ERRORS: Record<string, { status: number; code: string; message: str
 // Postgres states worth a retry by the client: serialization failures, deadlocks, lock timeouts, shutdown,
 // and postgres.js's own connection errors. Anything else unexpected is a 500.
 const RETRYABLE_SQLSTATES = new Set(["40001", "40P01", "55P03", "57P01", "57P03", "53300"]);
-const CONNECTION_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "CONNECT_TIMEOUT", "CONNECTION_CLOSED",
-  "CONNECTION_ENDED", "CONNECTION_DESTROYED"]);
+const CONNECTION_ERRORS = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+]);
 
 /** What a failure becomes on the wire, plus whether it is our fault (logged as an error) or the client's. */
 export interface MappedError {
@@ -103,7 +109,9 @@ export function mapError(err: unknown): MappedError {
     if (known) {
       // The engine's messages are written for clients, prefixed with the code ("insufficient_stock: ..."),
       // which the body already carries; fall back to ours when it gives none.
-      const message = err.message.startsWith(`${known.code}: `) ? err.message.slice(known.code.length + 2) : err.message;
+      const message = err.message.startsWith(`${known.code}: `)
+        ? err.message.slice(known.code.length + 2)
+        : err.message;
       return {
         status: known.status,
         body: body(known.code, message || known.message, parseDetail(err.detail)),

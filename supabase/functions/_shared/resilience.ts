@@ -6,8 +6,8 @@
  */
 import {
   BrokenCircuitError,
-  type CircuitBreakerPolicy,
   circuitBreaker,
+  type CircuitBreakerPolicy,
   CircuitState,
   ConsecutiveBreaker,
   ExponentialBackoff,

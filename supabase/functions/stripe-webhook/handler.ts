@@ -3,7 +3,7 @@
  * body first (400 and nothing changed when it fails); then the event is recorded and its effect applied in ONE
  * transaction, so an event is acted on exactly once however often Stripe delivers it, and in whatever order.
  */
-import { withTx, type Tx } from "../_shared/db.ts";
+import { type Tx, withTx } from "../_shared/db.ts";
 import { cancelOrder, markPaid, recordPaymentEvent, recordRefund } from "../_shared/engine.ts";
 import { AppError, engineErrorCode } from "../_shared/errors.ts";
 import { json, serve } from "../_shared/http.ts";
@@ -95,7 +95,9 @@ function plan(event: Stripe.Event): Plan {
     case "checkout.session.async_payment_succeeded": {
       const session = event.data.object;
       const orderId = sessionOrderId(session);
-      return orderId ? { orderId, effect: payEffect(orderId, session) } : { orderId, effect: null, skip: "not_our_session" };
+      return orderId
+        ? { orderId, effect: payEffect(orderId, session) }
+        : { orderId, effect: null, skip: "not_our_session" };
     }
     case "checkout.session.async_payment_failed":
     case "checkout.session.expired": {

@@ -143,7 +143,9 @@ test("stripe order: 201, stock reserved, session priced from the database", asyn
   assert.equal(p.cancel_url, `${SHOP}/basket`);
   // Net lines at the database's prices, plus one tax line: the session total is the order total.
   assert.deepEqual(
-    p.line_items.map((l: Json) => [l.price_data.product_data.name, l.price_data.unit_amount, l.quantity, l.price_data.currency]),
+    p.line_items.map((
+      l: Json,
+    ) => [l.price_data.product_data.name, l.price_data.unit_amount, l.quantity, l.price_data.currency]),
     [
       [`Test ${mug.sku}`, "1250", "2", "eur"],
       [`Test ${tee.sku}`, "1999", "1", "eur"],
@@ -195,7 +197,12 @@ test("replay: the same key and body return the same order and checkout_url, one 
 
   const first = await call(body, { key });
   // Same body with its keys in another order: the canonical hash makes it the same request.
-  const reordered = { cancel_url: body.cancel_url, success_url: body.success_url, payment_method: "stripe", items: body.items };
+  const reordered = {
+    cancel_url: body.cancel_url,
+    success_url: body.success_url,
+    payment_method: "stripe",
+    items: body.items,
+  };
   const second = await call(reordered, { key });
 
   assert.equal(first.status, 201);
@@ -318,7 +325,10 @@ test("400 from the engine: a quantity over the engine's limit", async () => {
 test("404 product_not_found names the unknown product", async () => {
   const mug = await makeProduct(sql);
   const ghost = crypto.randomUUID();
-  const res = await call({ items: [{ product_id: mug.id, quantity: 1 }, { product_id: ghost, quantity: 1 }], payment_method: "sumup" });
+  const res = await call({
+    items: [{ product_id: mug.id, quantity: 1 }, { product_id: ghost, quantity: 1 }],
+    payment_method: "sumup",
+  });
   assert.equal(res.status, 404);
   assert.equal(res.body.error.code, "product_not_found");
   assert.deepEqual(res.body.error.details.product_ids, [ghost]);
@@ -329,7 +339,9 @@ test("409 insufficient_stock names what is short and leaves nothing behind", asy
   const mug = await makeProduct(sql, { stock: 1 });
   const tee = await makeProduct(sql, { stock: 5 });
   const key = crypto.randomUUID();
-  const res = await call(stripeBody([{ product_id: tee.id, quantity: 2 }, { product_id: mug.id, quantity: 2 }]), { key });
+  const res = await call(stripeBody([{ product_id: tee.id, quantity: 2 }, { product_id: mug.id, quantity: 2 }]), {
+    key,
+  });
   assert.equal(res.status, 409);
   assert.equal(res.body.error.code, "insufficient_stock");
   assert.deepEqual(res.body.error.details.items, [{ product_id: mug.id, sku: mug.sku, requested: 2, available: 1 }]);
@@ -339,7 +351,9 @@ test("409 insufficient_stock names what is short and leaves nothing behind", asy
 });
 
 test("401 without a JWT, 405 for GET", async () => {
-  const res = await handler(new Request("http://functions.local/functions/v1/orders-create", { method: "POST", body: "{}" }));
+  const res = await handler(
+    new Request("http://functions.local/functions/v1/orders-create", { method: "POST", body: "{}" }),
+  );
   assert.equal(res.status, 401);
   assert.equal((await res.json()).error.code, "unauthorized");
   const get = await call(null, { method: "GET" });
@@ -374,6 +388,22 @@ test("429 rate_limited per signed-in user, whatever the address", async () => {
   const limited = await call(body, { token });
   assert.equal(limited.status, 429);
   assert.ok(Number(limited.headers.get("retry-after")) >= 1);
+});
+
+test("staff at the till are not rate-limited and are not recorded as the order's customer", async () => {
+  Deno.env.set("ORDER_RATE_LIMIT_PER_ADDRESS", "1");
+  Deno.env.set("ORDER_RATE_LIMIT_PER_USER", "1");
+  const mug = await makeProduct(sql);
+  const { token, sub } = await userJwt({ staffRole: "staff" });
+  const address = freshAddress();
+  const body = { items: [{ product_id: mug.id, quantity: 1 }], payment_method: "sumup" };
+  for (let i = 0; i < 3; i++) {
+    const res = await call(body, { token, address });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    assert.equal(res.body.order.customer_id, null);
+  }
+  const reserve = (await movementsOf(sql, mug.id)).find((m) => m.reason === "reserve");
+  assert.equal(reserve?.actor, `staff:${sub}`);
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -520,10 +550,12 @@ test("sumup order while SumUp is down: still 201 (staff can confirm by hand), no
 // ---------------------------------------------------------------------------------------------------------
 
 test("CORS: preflight from an allowed origin is answered early with the allow headers", async () => {
-  const res = await handler(new Request("http://functions.local/functions/v1/orders-create", {
-    method: "OPTIONS",
-    headers: { origin: SHOP, "access-control-request-method": "POST" },
-  }));
+  const res = await handler(
+    new Request("http://functions.local/functions/v1/orders-create", {
+      method: "OPTIONS",
+      headers: { origin: SHOP, "access-control-request-method": "POST" },
+    }),
+  );
   assert.equal(res.status, 204);
   assert.equal(res.headers.get("access-control-allow-origin"), SHOP);
   assert.match(res.headers.get("access-control-allow-headers") ?? "", /idempotency-key/);
@@ -532,10 +564,12 @@ test("CORS: preflight from an allowed origin is answered early with the allow he
 });
 
 test("CORS: a disallowed origin gets 403 on preflight and no allow headers on a request", async () => {
-  const pre = await handler(new Request("http://functions.local/functions/v1/orders-create", {
-    method: "OPTIONS",
-    headers: { origin: "https://evil.example.test", "access-control-request-method": "POST" },
-  }));
+  const pre = await handler(
+    new Request("http://functions.local/functions/v1/orders-create", {
+      method: "OPTIONS",
+      headers: { origin: "https://evil.example.test", "access-control-request-method": "POST" },
+    }),
+  );
   assert.equal(pre.status, 403);
   assert.equal(pre.headers.get("access-control-allow-origin"), null);
   await pre.body?.cancel();

@@ -91,24 +91,29 @@ async function deliver(
   opts: { secret?: string; timestamp?: number; signature?: string | null; body?: string } = {},
 ): Promise<{ status: number; body: Json }> {
   const payload = JSON.stringify(event);
-  const signature = opts.signature !== undefined ? opts.signature : await Stripe.webhooks.generateTestHeaderStringAsync({
-    payload,
-    secret: opts.secret ?? SECRET,
-    timestamp: opts.timestamp,
-    cryptoProvider: Stripe.createSubtleCryptoProvider(),
-  });
+  const signature = opts.signature !== undefined
+    ? opts.signature
+    : await Stripe.webhooks.generateTestHeaderStringAsync({
+      payload,
+      secret: opts.secret ?? SECRET,
+      timestamp: opts.timestamp,
+      cryptoProvider: Stripe.createSubtleCryptoProvider(),
+    });
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (signature !== null) headers["stripe-signature"] = signature;
-  const res = await handler(new Request("http://functions.local/functions/v1/stripe-webhook", {
-    method: "POST",
-    headers,
-    body: opts.body ?? payload,
-  }));
+  const res = await handler(
+    new Request("http://functions.local/functions/v1/stripe-webhook", {
+      method: "POST",
+      headers,
+      body: opts.body ?? payload,
+    }),
+  );
   return { status: res.status, body: await res.json() };
 }
 
 async function eventRecorded(eventId: string): Promise<boolean> {
-  const [{ n }] = await sql`select count(*)::int as n from private.payment_events where provider = 'stripe' and event_id = ${eventId}`;
+  const [{ n }] =
+    await sql`select count(*)::int as n from private.payment_events where provider = 'stripe' and event_id = ${eventId}`;
   return n === 1;
 }
 
@@ -182,7 +187,9 @@ test("checkout.session.async_payment_failed cancels the order and releases its s
 
 test("checkout.session.expired cancels the order and releases its stock", async () => {
   const f = await stripeOrder({ stock: 5, quantity: 2 });
-  const res = await deliver(sessionEvent("checkout.session.expired", f, { payment_status: "unpaid", status: "expired" }));
+  const res = await deliver(
+    sessionEvent("checkout.session.expired", f, { payment_status: "unpaid", status: "expired" }),
+  );
   assert.equal(res.body.result, "cancelled");
   assert.deepEqual(await stockOf(sql, f.product.id), { onHand: 5, reserved: 0 });
 });
@@ -305,7 +312,9 @@ test("a session that is not one of ours (no order id) is acknowledged and ignore
 test("an event naming an unknown order is acknowledged (Stripe would retry it for days otherwise)", async () => {
   const f = await stripeOrder();
   const ghost = crypto.randomUUID();
-  const res = await deliver(sessionEvent("checkout.session.completed", f, { metadata: { order_id: ghost }, client_reference_id: ghost }));
+  const res = await deliver(
+    sessionEvent("checkout.session.completed", f, { metadata: { order_id: ghost }, client_reference_id: ghost }),
+  );
   assert.equal(res.status, 200);
   assert.deepEqual(res.body, { received: true, ignored: "order_not_found" });
 });

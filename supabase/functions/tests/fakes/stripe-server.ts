@@ -81,7 +81,10 @@ export function startFakeStripe(): FakeStripe {
   let closed = false;
 
   function createSession(params: Record<string, unknown>): Record<string, unknown> {
-    const lines = (params.line_items ?? []) as { quantity: string; price_data: { unit_amount: string; currency: string } }[];
+    const lines = (params.line_items ?? []) as {
+      quantity: string;
+      price_data: { unit_amount: string; currency: string };
+    }[];
     const amount = lines.reduce((sum, l) => sum + Number(l.price_data.unit_amount) * Number(l.quantity), 0);
     const id = `cs_test_${crypto.randomUUID().replaceAll("-", "")}`;
     const session = {
