@@ -9,6 +9,7 @@ import { AppError, engineErrorCode } from "../_shared/errors.ts";
 import { json, serve } from "../_shared/http.ts";
 import type { Logger } from "../_shared/log.ts";
 import { Stripe, verifyStripeEvent } from "../_shared/stripe.ts";
+import type { StripeWebhookResponse } from "./schema.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -182,7 +183,8 @@ const framed = serve({ name: "stripe-webhook", methods: ["POST"] }, async (req, 
     return await applyEffect(tx, effect, log);
   });
   log.info("stripe event processed", { order_id: orderId, ...outcome });
-  return json({ received: true, ...outcome });
+  const answer: StripeWebhookResponse = { received: true, ...outcome };
+  return json(answer);
 });
 
 /** POST from Stripe: 200 `{ received: true, ... }` once recorded (also for duplicates and unknown types). */
