@@ -6,6 +6,7 @@
  */
 import { jwtVerify } from "jose";
 import { parse } from "smol-toml";
+import { serveApiDocs } from "./api-docs.ts";
 
 /** A running gateway. */
 export interface Gateway {
@@ -86,6 +87,9 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
 
   const serve = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response> => {
     const url = new URL(req.url);
+    // The rendered API reference (/docs, /docs/openapi.json): local stack only, no JWT.
+    const docs = await serveApiDocs(req);
+    if (docs) return docs;
     const match = /^\/functions\/v1\/([a-z0-9_-]+)(\/.*)?$/.exec(url.pathname);
     const name = match?.[1];
     const handler = name ? handlers.get(name) : undefined;

@@ -10,7 +10,7 @@ if [ ! -x node_modules/.bin/supabase ] || [ ! -x node_modules/.bin/deno ] || [ p
 fi
 
 PG_MAJOR="${PG_MAJOR:-15}"
-wanted=(postgresql-$PG_MAJOR postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pgtap postgresql-$PG_MAJOR-plpgsql-check libtap-parser-sourcehandler-pgtap-perl)
+wanted=(postgresql-$PG_MAJOR postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-pgtap postgresql-$PG_MAJOR-plpgsql-check libtap-parser-sourcehandler-pgtap-perl chromium)
 missing=()
 for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
