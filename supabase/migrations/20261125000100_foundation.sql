@@ -33,8 +33,10 @@ comment on schema admin is 'Read-only operator views (service_role only).';
 -- Request context
 -- ============================================================================================================
 -- Why: every ledger row and status change says who caused it. The edge functions set app.actor per
--- transaction; a pg_cron job connects with application_name 'pg_cron' and is recorded as 'cron'; anything
--- else (psql, a migration) is recorded by its database login so no row is ever anonymous.
+-- transaction. A pg_cron job is recorded as 'cron': pg_cron either connects with application_name 'pg_cron'
+-- (the default) or runs the job in a background worker whose backend_type is 'pg_cron'
+-- (cron.use_background_workers). Anything else (psql, a migration) is recorded by its database login, so no
+-- row is ever anonymous. Callers that write many rows read it once per statement.
 create function private.current_actor()
 returns text
 language sql
@@ -44,6 +46,8 @@ as $$
   select coalesce(
     nullif(current_setting('app.actor', true), ''),
     case when current_setting('application_name', true) = 'pg_cron' then 'cron' end,
+    (select 'cron' from pg_catalog.pg_stat_activity a
+     where a.pid = pg_catalog.pg_backend_pid() and a.backend_type = 'pg_cron'),
     'db:' || session_user
   )
 $$;

@@ -49,8 +49,8 @@ create unique index stock_movements_reservation_once_idx
   on private.stock_movements (reservation_id, (reason = 'reserve'))
   where reservation_id is not null;
 
-create index stock_movements_order_idx on private.stock_movements (order_id) where order_id is not null;
-create index stock_movements_product_location_idx on private.stock_movements (product_id, location_id);
+-- (An order's movements are found through its reservations: every movement that names an order names one of its
+-- reservations, so that unique index serves the timeline too and the ledger carries one index fewer per insert.)
 
 alter table private.stock_movements enable row level security;
 revoke all on private.stock_movements from public, anon, authenticated, service_role;
@@ -72,17 +72,35 @@ create trigger stock_movements_no_truncate
 -- locks in (product_id, location_id) order, so two transactions can never hold each other's rows: no deadlock.
 -- FOR NO KEY UPDATE is enough to serialise writers and, unlike FOR UPDATE, does not block foreign-key checks
 -- (reservations reference stock_levels). Callers take it as late as they can: the lock lasts until commit.
-create function private.lock_stock(p_product_ids uuid[], p_location_ids smallint[] default null)
-returns void
+-- p_location_ids null = every location of the products. p_skip_locked (the sweep, which may already hold other
+-- stock rows from an earlier batch and so must never wait) skips rows that another transaction holds.
+-- Returns the rows it locked.
+create function private.lock_stock(
+  p_product_ids uuid[],
+  p_location_ids smallint[] default null,
+  p_skip_locked boolean default false
+)
+returns table (product_id uuid, location_id smallint)
 language plpgsql
 set search_path = ''
 as $$
 begin
-  perform 1
-  from private.stock_levels s
-  where s.product_id = any (p_product_ids)
-    and (p_location_ids is null or s.location_id = any (p_location_ids))
-  order by s.product_id, s.location_id
-  for no key update of s;
+  if p_skip_locked then
+    return query
+      select s.product_id, s.location_id
+      from private.stock_levels s
+      where s.product_id = any (p_product_ids)
+        and (p_location_ids is null or s.location_id = any (p_location_ids))
+      order by s.product_id, s.location_id
+      for no key update of s skip locked;
+  else
+    return query
+      select s.product_id, s.location_id
+      from private.stock_levels s
+      where s.product_id = any (p_product_ids)
+        and (p_location_ids is null or s.location_id = any (p_location_ids))
+      order by s.product_id, s.location_id
+      for no key update of s;
+  end if;
 end
 $$;

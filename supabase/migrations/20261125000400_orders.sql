@@ -47,7 +47,7 @@ create unique index orders_provider_checkout_idx
   on public.orders (payment_method, provider_checkout_id) where provider_checkout_id is not null;
 -- Why: the sweep finds unpaid orders whose reservations lapsed without scanning paid history.
 create index orders_awaiting_expiry_idx
-  on public.orders (reservation_expires_at)
+  on public.orders (reservation_expires_at, id)
   where status in ('awaiting_instore_payment', 'awaiting_payment');
 
 alter table public.orders enable row level security;
@@ -144,9 +144,13 @@ returns trigger
 language plpgsql
 set search_path = ''
 as $$
+declare
+  v_actor text := private.current_actor();
+  v_correlation_id text := private.correlation_id();
+  v_reason text := coalesce(private.status_reason(), 'created');
 begin
-  insert into private.order_status_history (order_id, from_status, to_status, reason)
-  select n.id, null, n.status, coalesce(private.status_reason(), 'created')
+  insert into private.order_status_history (order_id, from_status, to_status, actor, correlation_id, reason)
+  select n.id, null, n.status, v_actor, v_correlation_id, v_reason
   from new_orders n;
   return null;
 end
@@ -164,9 +168,14 @@ returns trigger
 language plpgsql
 set search_path = ''
 as $$
+declare
+  -- read once per statement, not per row: the sweep expires thousands of orders in one UPDATE
+  v_actor text := private.current_actor();
+  v_correlation_id text := private.correlation_id();
+  v_reason text := private.status_reason();
 begin
-  insert into private.order_status_history (order_id, from_status, to_status, reason)
-  select n.id, o.status, n.status, private.status_reason()
+  insert into private.order_status_history (order_id, from_status, to_status, actor, correlation_id, reason)
+  select n.id, o.status, n.status, v_actor, v_correlation_id, v_reason
   from new_orders n
   join old_orders o on o.id = n.id
   where n.status is distinct from o.status;

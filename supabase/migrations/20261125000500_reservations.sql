@@ -52,7 +52,7 @@ comment on table private.reservations is
   'Stock held for an unpaid order at one location until consumed (paid), released (cancelled) or expired.';
 
 -- Why: the sweep walks only active rows in expiry order; its cost follows the rows it releases, not the table.
-create index reservations_active_expiry_idx on private.reservations (expires_at) where status = 'active';
+create index reservations_active_expiry_idx on private.reservations (expires_at, id) where status = 'active';
 -- Why: create_order releases lapsed reservations of exactly the products it locks, and list_products counts
 -- them as free, without touching closed history.
 create index reservations_active_product_idx
@@ -78,6 +78,9 @@ set search_path = ''
 as $$
 declare
   v_reason text := case p_to when 'consumed' then 'fulfil' when 'released' then 'release' when 'expired' then 'expire' end;
+  -- read once, not once per ledger row through the column defaults (the sweep closes thousands per call)
+  v_actor text := private.current_actor();
+  v_correlation_id text := private.correlation_id();
   v_count integer;
 begin
   if v_reason is null then
@@ -95,10 +98,10 @@ begin
     returning r.id, r.order_id, r.product_id, r.location_id, r.quantity
   ), moved as (
     insert into private.stock_movements
-      (product_id, location_id, delta_on_hand, delta_reserved, reason, order_id, reservation_id)
+      (product_id, location_id, delta_on_hand, delta_reserved, reason, order_id, reservation_id, actor, correlation_id)
     select c.product_id, c.location_id,
            case when p_to = 'consumed' then -c.quantity else 0 end,
-           -c.quantity, v_reason, c.order_id, c.id
+           -c.quantity, v_reason, c.order_id, c.id, v_actor, v_correlation_id
     from closed c
   ), per_level as (
     select c.product_id, c.location_id, sum(c.quantity)::integer as quantity
@@ -222,8 +225,9 @@ begin
     returning id, product_id, location_id, quantity
   ), moved as (
     insert into private.stock_movements
-      (product_id, location_id, delta_reserved, reason, order_id, reservation_id)
-    select o.product_id, o.location_id, o.quantity, 'reserve', p_order_id, o.id
+      (product_id, location_id, delta_reserved, reason, order_id, reservation_id, actor, correlation_id)
+    select o.product_id, o.location_id, o.quantity, 'reserve', p_order_id, o.id,
+           private.current_actor(), private.correlation_id()
     from opened o
   ), levels as (
     update private.stock_levels s

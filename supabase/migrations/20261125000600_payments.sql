@@ -23,6 +23,10 @@ create index payment_events_order_idx on private.payment_events (order_id) where
 alter table private.payment_events enable row level security;
 revoke all on private.payment_events from public, anon, authenticated, service_role;
 
+-- Why: a refund or dispute webhook names the payment (Stripe's payment intent), not the order; this finds it.
+create index orders_provider_payment_ref_idx
+  on public.orders (payment_method, provider_payment_ref) where provider_payment_ref is not null;
+
 -- ============================================================================================================
 -- record_payment_event
 -- ============================================================================================================
@@ -231,6 +235,62 @@ $$;
 
 revoke all on function public.record_refund(uuid, text, bigint, text) from public, anon, authenticated;
 grant execute on function public.record_refund(uuid, text, bigint, text) to service_role;
+
+-- ============================================================================================================
+-- record_refund_total
+-- ============================================================================================================
+-- Why: Stripe reports a charge's cumulative amount_refunded, not the increment, and its events may arrive out
+-- of order. Taking the total and keeping the larger of it and what is recorded makes a late or replayed event
+-- harmless without the door reading the order first. Never above the order's total.
+create function public.record_refund_total(
+  p_order_id uuid,
+  p_provider_ref text,
+  p_refunded_total bigint,
+  p_currency text
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_order public.orders%rowtype;
+begin
+  select * into v_order from public.orders o where o.id = p_order_id for no key update;
+  if not found then
+    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  end if;
+  if v_order.status not in ('paid', 'paid_out_of_stock', 'fulfilled') then
+    raise exception using errcode = 'SH410',
+      message = format('invalid_transition: a %s order has no payment to refund', v_order.status),
+      detail = jsonb_build_object('status', v_order.status)::text;
+  end if;
+  if upper(p_currency) is distinct from v_order.currency::text then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: refund in %s for an order in %s', coalesce(p_currency, 'null'), v_order.currency),
+      detail = jsonb_build_object('reason', 'currency mismatch')::text;
+  end if;
+  if p_refunded_total is null or p_refunded_total < 0 or p_refunded_total > v_order.total then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: refunded total %s is outside 0..%s', coalesce(p_refunded_total::text, 'null'),
+                       v_order.total),
+      detail = jsonb_build_object('reason', 'bad refund amount')::text;
+  end if;
+
+  if p_refunded_total > v_order.refunded_amount then
+    update public.orders o set refunded_amount = p_refunded_total where o.id = p_order_id;
+    insert into private.order_status_history (order_id, from_status, to_status, reason)
+    values (p_order_id, v_order.status, v_order.status,
+            format('refund %s %s, %s in total (%s)', p_refunded_total - v_order.refunded_amount, v_order.currency,
+                   p_refunded_total, coalesce(p_provider_ref, 'no reference')));
+  end if;
+
+  return private.order_json(p_order_id);
+end
+$$;
+
+revoke all on function public.record_refund_total(uuid, text, bigint, text) from public, anon, authenticated;
+grant execute on function public.record_refund_total(uuid, text, bigint, text) to service_role;
 
 -- ============================================================================================================
 -- mark_fulfilled
