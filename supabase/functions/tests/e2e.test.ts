@@ -66,70 +66,76 @@ function e2e(name: string, fn: (w: World) => Promise<void>) {
   });
 }
 
-e2e("e2e online: invoke orders-create -> Stripe Checkout URL -> signed checkout.session.completed -> paid, stock deducted", async ({ sql, url, stripe }) => {
-  const mug = await makeProduct(sql, { stock: 3, price: 1250, taxBp: 1900 });
-  const shopper = client(url);
+e2e(
+  "e2e online: invoke orders-create -> Stripe Checkout URL -> signed checkout.session.completed -> paid, stock deducted",
+  async ({ sql, url, stripe }) => {
+    const mug = await makeProduct(sql, { stock: 3, price: 1250, taxBp: 1900 });
+    const shopper = client(url);
 
-  // 1. The shop's front end asks for an order, guest checkout with the anon key.
-  const key = crypto.randomUUID();
-  const body = {
-    items: [{ product_id: mug.id, quantity: 2 }],
-    payment_method: "stripe",
-    customer: { email: "ada@example.test", name: "Ada" },
-    success_url: `${SHOP}/thanks`,
-    cancel_url: `${SHOP}/basket`,
-  };
-  const { data, error } = await shopper.functions.invoke("orders-create", { body, headers: { "Idempotency-Key": key } });
-  assert.equal(error, null, `orders-create failed: ${statusOf(error)}`);
-  const order = data.order;
-  assert.equal(order.status, "awaiting_payment");
-  assert.equal(order.total, 2975); // 2 x 12.50 + 19 % tax
-  assert.deepEqual(await stockOf(sql, mug.id), { onHand: 3, reserved: 2 });
+    // 1. The shop's front end asks for an order, guest checkout with the anon key.
+    const key = crypto.randomUUID();
+    const body = {
+      items: [{ product_id: mug.id, quantity: 2 }],
+      payment_method: "stripe",
+      customer: { email: "ada@example.test", name: "Ada" },
+      success_url: `${SHOP}/thanks`,
+      cancel_url: `${SHOP}/basket`,
+    };
+    const { data, error } = await shopper.functions.invoke("orders-create", {
+      body,
+      headers: { "Idempotency-Key": key },
+    });
+    assert.equal(error, null, `orders-create failed: ${statusOf(error)}`);
+    const order = data.order;
+    assert.equal(order.status, "awaiting_payment");
+    assert.equal(order.total, 2975); // 2 x 12.50 + 19 % tax
+    assert.deepEqual(await stockOf(sql, mug.id), { onHand: 3, reserved: 2 });
 
-  // 2. It was sent to Stripe Checkout: a session for exactly the order's total, which names the order.
-  const [sessionId] = [...stripe.sessions.keys()];
-  const session = stripe.sessions.get(sessionId)!;
-  assert.equal(data.checkout_url, session.url);
-  assert.equal(session.amount_total, order.total);
-  assert.deepEqual(session.metadata, { order_id: order.id });
-  assert.equal((await orderRow(sql, order.id)).provider_checkout_id, sessionId);
+    // 2. It was sent to Stripe Checkout: a session for exactly the order's total, which names the order.
+    const [sessionId] = [...stripe.sessions.keys()];
+    const session = stripe.sessions.get(sessionId)!;
+    assert.equal(data.checkout_url, session.url);
+    assert.equal(session.amount_total, order.total);
+    assert.deepEqual(session.metadata, { order_id: order.id });
+    assert.equal((await orderRow(sql, order.id)).provider_checkout_id, sessionId);
 
-  // A retry with the same key is the same order and the same checkout.
-  const again = await shopper.functions.invoke("orders-create", { body, headers: { "Idempotency-Key": key } });
-  assert.equal(again.error, null);
-  assert.equal(again.data.order.id, order.id);
-  assert.equal(again.data.checkout_url, data.checkout_url);
+    // A retry with the same key is the same order and the same checkout.
+    const again = await shopper.functions.invoke("orders-create", { body, headers: { "Idempotency-Key": key } });
+    assert.equal(again.error, null);
+    assert.equal(again.data.order.id, order.id);
+    assert.equal(again.data.checkout_url, data.checkout_url);
 
-  // 3. The buyer pays; Stripe calls the webhook, signed with the endpoint secret.
-  const completed = stripeEvent("checkout.session.completed", {
-    ...session,
-    status: "complete",
-    payment_status: "paid",
-    payment_intent: "pi_test_e2e_online",
-  });
-  const signed = await signStripe(completed);
-  const delivered = await deliverStripe(url, signed);
-  assert.equal(delivered.status, 200, JSON.stringify(delivered.body));
-  assert.equal(delivered.body.result, "paid");
-  // A redelivery changes nothing.
-  const redelivered = await deliverStripe(url, signed);
-  assert.equal(redelivered.status, 200);
-  assert.equal(redelivered.body.duplicate, true);
-  // A forged one is refused.
-  const forged = await deliverStripe(url, await signStripe(completed, "whsec_not_the_endpoint_secret"));
-  assert.equal(forged.status, 400);
+    // 3. The buyer pays; Stripe calls the webhook, signed with the endpoint secret.
+    const completed = stripeEvent("checkout.session.completed", {
+      ...session,
+      status: "complete",
+      payment_status: "paid",
+      payment_intent: "pi_test_e2e_online",
+    });
+    const signed = await signStripe(completed);
+    const delivered = await deliverStripe(url, signed);
+    assert.equal(delivered.status, 200, JSON.stringify(delivered.body));
+    assert.equal(delivered.body.result, "paid");
+    // A redelivery changes nothing.
+    const redelivered = await deliverStripe(url, signed);
+    assert.equal(redelivered.status, 200);
+    assert.equal(redelivered.body.duplicate, true);
+    // A forged one is refused.
+    const forged = await deliverStripe(url, await signStripe(completed, "whsec_not_the_endpoint_secret"));
+    assert.equal(forged.status, 400);
 
-  // 4. Paid, stock deducted once, as staff see it through orders-get.
-  const staff = client(url, (await userJwt({ staffRole: "staff" })).token);
-  const seen = await staff.functions.invoke("orders-get", { body: { id: order.id } });
-  assert.equal(seen.error, null);
-  assert.equal(seen.data.order.status, "paid");
-  assert.equal(seen.data.order.provider_payment_ref, "pi_test_e2e_online");
-  assert.deepEqual(await stockOf(sql, mug.id), { onHand: 1, reserved: 0 });
-  const ledger = (await movementsOf(sql, mug.id)).map((m) => [m.reason, m.delta_on_hand, m.delta_reserved]);
-  assert.deepEqual(ledger, [["restock", 3, 0], ["reserve", 0, 2], ["fulfil", -2, -2]]);
-  await assertInvariants(sql, { productIds: [mug.id] });
-});
+    // 4. Paid, stock deducted once, as staff see it through orders-get.
+    const staff = client(url, (await userJwt({ staffRole: "staff" })).token);
+    const seen = await staff.functions.invoke("orders-get", { body: { id: order.id } });
+    assert.equal(seen.error, null);
+    assert.equal(seen.data.order.status, "paid");
+    assert.equal(seen.data.order.provider_payment_ref, "pi_test_e2e_online");
+    assert.deepEqual(await stockOf(sql, mug.id), { onHand: 1, reserved: 0 });
+    const ledger = (await movementsOf(sql, mug.id)).map((m) => [m.reason, m.delta_on_hand, m.delta_reserved]);
+    assert.deepEqual(ledger, [["restock", 3, 0], ["reserve", 0, 2], ["fulfil", -2, -2]]);
+    await assertInvariants(sql, { productIds: [mug.id] });
+  },
+);
 
 e2e("e2e in store, unpaid: the sweep expires the reservation and the stock is back on sale", async ({ sql, url }) => {
   // A SKU that sorts first, so the shop window's first page shows it whatever else the database holds.
@@ -152,7 +158,9 @@ e2e("e2e in store, unpaid: the sweep expires the reservation and the stock is ba
 
   // Nobody pays. The sweep runs after the reservation's end (its clock argument, not a sleep).
   const expiresAt = new Date(data.reservation_expires_at);
-  const [{ released }] = await sql`select public.expire_reservations(${new Date(expiresAt.getTime() + 1000).toISOString()}::timestamptz) as released`;
+  const [{ released }] = await sql`select public.expire_reservations(${
+    new Date(expiresAt.getTime() + 1000).toISOString()
+  }::timestamptz) as released`;
   assert.ok(released >= 1);
   assert.equal((await orderRow(sql, data.order.id)).status, "expired");
   assert.deepEqual(await stockOf(sql, scarf.id), { onHand: 2, reserved: 0 });
@@ -166,7 +174,9 @@ e2e("e2e in store, unpaid: the sweep expires the reservation and the stock is ba
   let shown = items.find((i) => i.id === scarf.id);
   let cursor = list.data.next_cursor;
   while (!shown && cursor) {
-    const page = await shopper.functions.invoke(`products-list?limit=100&cursor=${encodeURIComponent(cursor)}`, { method: "GET" });
+    const page = await shopper.functions.invoke(`products-list?limit=100&cursor=${encodeURIComponent(cursor)}`, {
+      method: "GET",
+    });
     shown = (page.data.items as { id: string; available: number }[]).find((i) => i.id === scarf.id);
     cursor = page.data.next_cursor;
   }
@@ -197,9 +207,14 @@ e2e("e2e in store, paid: staff confirm the card payment with orders-instore, sto
   });
   assert.equal(statusOf(denied.error), 403);
   const customer = client(url, (await userJwt()).token);
-  assert.equal(statusOf((await customer.functions.invoke("orders-instore", {
-    body: { action: "confirm", order_id: orderId, transaction_code: "TXFAKE" },
-  })).error), 403);
+  assert.equal(
+    statusOf(
+      (await customer.functions.invoke("orders-instore", {
+        body: { action: "confirm", order_id: orderId, transaction_code: "TXFAKE" },
+      })).error,
+    ),
+    403,
+  );
   assert.deepEqual(await stockOf(sql, lamp.id), { onHand: 4, reserved: 3 });
 
   // Staff saw the terminal accept the card and confirm it with the receipt's transaction code.

@@ -69,17 +69,25 @@ test("checker: a healthy shop has no problems, scoped or whole database", async 
 
 test("checker: cached reserved without a reservation is reported against reservations and the ledger", async (sql) => {
   const { a, ids } = await shop(sql);
-  const problems = await problemsAfter(sql, ids, (tx) =>
-    tx`update private.stock_levels set reserved = reserved + 1 where product_id = ${a.id}::uuid and location_id = 1`);
+  const problems = await problemsAfter(
+    sql,
+    ids,
+    (tx) =>
+      tx`update private.stock_levels set reserved = reserved + 1 where product_id = ${a.id}::uuid and location_id = 1`,
+  );
   assert.deepEqual(invariants(problems), ["reserved_equals_active_reservations", "stock_equals_ledger"]);
   assert.match(problems[0].message, new RegExp(a.sku));
 });
 
 test("checker: on_hand that differs from the ledger is reported", async (sql) => {
   const { b, ids } = await shop(sql);
-  const problems = await problemsAfter(sql, ids, (tx) =>
-    tx`insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, note)
-       values (${b.id}::uuid, 1, 5, 'restock', 'not applied to the stock row')`);
+  const problems = await problemsAfter(
+    sql,
+    ids,
+    (tx) =>
+      tx`insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, note)
+       values (${b.id}::uuid, 1, 5, 'restock', 'not applied to the stock row')`,
+  );
   assert.deepEqual(invariants(problems), ["stock_equals_ledger"]);
   assert.match(problems[0].message, /stored on_hand 10 \/ reserved 1, ledger sums 15 \/ 1/);
 });
@@ -112,13 +120,19 @@ test("checker: a second deduction of a paid order is reported", async (sql) => {
              where product_id = ${a.id}::uuid and location_id = ${res.location_id}`;
   });
   assert.deepEqual(invariants(problems), ["deducted_exactly_once", "reservations_match_order"]);
-  assert.match(problems[0].message, new RegExp(`order ${paid.id} \\(paid\\), product ${a.sku}: deducted 6, should be 3`));
+  assert.match(
+    problems[0].message,
+    new RegExp(`order ${paid.id} \\(paid\\), product ${a.sku}: deducted 6, should be 3`),
+  );
 });
 
 test("checker: an active reservation on a paid order, and a paid order with nothing consumed, are reported", async (sql) => {
   const { ids, paid } = await shop(sql);
-  const problems = await problemsAfter(sql, ids, (tx) =>
-    tx`update private.reservations set status = 'active', closed_at = null where order_id = ${paid.id}::uuid`);
+  const problems = await problemsAfter(
+    sql,
+    ids,
+    (tx) => tx`update private.reservations set status = 'active', closed_at = null where order_id = ${paid.id}::uuid`,
+  );
   assert.ok(invariants(problems).includes("reservations_match_order"), JSON.stringify(problems));
   assert.ok(invariants(problems).includes("reservation_ledger"));
   assert.ok(invariants(problems).includes("reserved_equals_active_reservations"));
@@ -151,8 +165,12 @@ test("checker: an order without lines, and totals that are not the sum of the li
 
 test("checker: an order that went to paid twice is reported", async (sql) => {
   const { ids, paid } = await shop(sql);
-  const problems = await problemsAfter(sql, ids, (tx) =>
-    tx`insert into private.order_status_history (order_id, from_status, to_status, reason)
-       values (${paid.id}::uuid, 'awaiting_payment', 'paid', 'a second payment')`);
+  const problems = await problemsAfter(
+    sql,
+    ids,
+    (tx) =>
+      tx`insert into private.order_status_history (order_id, from_status, to_status, reason)
+       values (${paid.id}::uuid, 'awaiting_payment', 'paid', 'a second payment')`,
+  );
   assert.deepEqual(invariants(problems), ["paid_at_most_once"]);
 });

@@ -87,8 +87,15 @@ async function stopCluster() {
   if (!bin || !data) return;
   const asOwner = Deno.uid() === 0 ? ["runuser", "-u", "postgres", "--"] : [];
   await new Deno.Command(asOwner[0] ?? `/usr/lib/postgresql/${bin}/bin/pg_ctl`, {
-    args: [...asOwner.slice(1), ...(asOwner.length ? [`/usr/lib/postgresql/${bin}/bin/pg_ctl`] : []), "-D", data,
-      "-m", "immediate", "stop"],
+    args: [
+      ...asOwner.slice(1),
+      ...(asOwner.length ? [`/usr/lib/postgresql/${bin}/bin/pg_ctl`] : []),
+      "-D",
+      data,
+      "-m",
+      "immediate",
+      "stop",
+    ],
     cwd: "/",
     stdout: "null",
     stderr: "null",
@@ -160,7 +167,13 @@ Deno.test({
     await stackScript(["scripts/db-up.sh", "--fresh"]);
     let sql: postgres.Sql | null = null;
     try {
-      sql = postgres(URL_, { max: WORKERS + 2, prepare: false, onnotice: () => {}, connect_timeout: 3, idle_timeout: 2 });
+      sql = postgres(URL_, {
+        max: WORKERS + 2,
+        prepare: false,
+        onnotice: () => {},
+        connect_timeout: 3,
+        idle_timeout: 2,
+      });
       const products: string[] = [];
       for (let i = 0; i < 6; i++) {
         const [p] = await sql`insert into public.products (sku, name, unit_price, tax_rate_bp)
@@ -170,7 +183,13 @@ Deno.test({
         products.push(p.id);
       }
 
-      const acks: Acks = { created: new Map(), paid: new Set(), cancelled: new Set(), restocked: new Map(), engineErrors: [] };
+      const acks: Acks = {
+        created: new Map(),
+        paid: new Set(),
+        cancelled: new Set(),
+        restocked: new Map(),
+        engineErrors: [],
+      };
       const stop = { now: false };
       const workers = Array.from({ length: WORKERS }, (_, n) => worker(sql!, n, products, acks, stop));
       await new Promise((r) => setTimeout(r, LOAD_MS));
@@ -203,7 +222,11 @@ Deno.test({
       await stackScript(["scripts/db-up.sh"]);
       assert.notEqual(await postmasterPid(), pid, "a new postmaster runs");
       const log = (await Deno.readTextFile(logPath)).slice(logBefore);
-      assert.match(log, /database system was (interrupted|not properly shut down)/, "the restart went through crash recovery");
+      assert.match(
+        log,
+        /database system was (interrupted|not properly shut down)/,
+        "the restart went through crash recovery",
+      );
 
       sql = postgres(URL_, { max: 2, prepare: false, onnotice: () => {} });
       const problems = await checkInvariants(sql);
@@ -233,13 +256,17 @@ Deno.test({
 
       // And the shop takes stock and sells again.
       await sql`select public.restock(${products[0]}::uuid, 'shop', 1, 'after the crash')`;
-      const [{ r }] = await sql`select public.create_order(${sql.json([{ product_id: products[0], quantity: 1 }])}::jsonb,
+      const [{ r }] = await sql`select public.create_order(${
+        sql.json([{ product_id: products[0], quantity: 1 }])
+      }::jsonb,
                                    'sumup', ${crypto.randomUUID()}, null) as r`;
       assert.equal(r.order.status, "awaiting_instore_payment");
       assert.deepEqual(await checkInvariants(sql), []);
       if (Deno.env.get("RACE_DEBUG")) {
-        console.log(`load ${loadOutcome}; ${acks.created.size} orders acknowledged (${createdBefore} before the kill), ` +
-          `${acks.paid.size} paid, ${acks.cancelled.size} cancelled; ${children.length} children`);
+        console.log(
+          `load ${loadOutcome}; ${acks.created.size} orders acknowledged (${createdBefore} before the kill), ` +
+            `${acks.paid.size} paid, ${acks.cancelled.size} cancelled; ${children.length} children`,
+        );
       }
     } finally {
       await sql?.end({ timeout: 1 }).catch(() => {});

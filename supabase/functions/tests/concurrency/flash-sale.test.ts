@@ -35,15 +35,18 @@ async function buy(url: string, productId: string, quantity: number) {
 }
 
 Deno.test({
-  name: `flash sale: ${BUYERS} concurrent buyers for ${UNITS} units get exactly ${UNITS} orders, the rest 409 insufficient_stock`,
+  name:
+    `flash sale: ${BUYERS} concurrent buyers for ${UNITS} units get exactly ${UNITS} orders, the rest 409 insufficient_stock`,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
     const sql = testSql();
     try {
       const product = await makeProduct(sql, { stock: UNITS, price: 4990 });
-      const results = await withGateway(FLASH_ENV, (gw) =>
-        race(Array.from({ length: BUYERS }, () => () => buy(gw.url, product.id, 1))));
+      const results = await withGateway(
+        FLASH_ENV,
+        (gw) => race(Array.from({ length: BUYERS }, () => () => buy(gw.url, product.id, 1))),
+      );
 
       const answers = results.map((r) => {
         assert.equal(r.status, "fulfilled", `a request failed outright: ${(r as PromiseRejectedResult).reason}`);
@@ -51,12 +54,18 @@ Deno.test({
       });
       const byStatus = Map.groupBy(answers, (a) => a.status);
       const summary = [...byStatus].map(([s, list]) => `${s}x${list.length}`).join(" ");
-      assert.equal(byStatus.get(201)?.length, UNITS, `statuses: ${summary}; e.g. ${JSON.stringify(answers.find((a) => a.status !== 201 && a.status !== 409)?.body)}`);
+      assert.equal(
+        byStatus.get(201)?.length,
+        UNITS,
+        `statuses: ${summary}; e.g. ${JSON.stringify(answers.find((a) => a.status !== 201 && a.status !== 409)?.body)}`,
+      );
       assert.equal(byStatus.get(409)?.length, BUYERS - UNITS, `statuses: ${summary}`);
       for (const a of byStatus.get(409)!) {
         assert.equal(a.body.error.code, "insufficient_stock");
-        assert.deepEqual(a.body.error.details.items.map((i: { sku: string; available: number }) => [i.sku, i.available]),
-          [[product.sku, 0]]);
+        assert.deepEqual(
+          a.body.error.details.items.map((i: { sku: string; available: number }) => [i.sku, i.available]),
+          [[product.sku, 0]],
+        );
       }
       const orderIds = new Set(byStatus.get(201)!.map((a) => a.body.order.id));
       assert.equal(orderIds.size, UNITS, "each winner has an order of its own");
@@ -85,14 +94,21 @@ Deno.test({
       const product = await makeProduct(sql, { stock: 15 });
       await sql`select public.restock(${product.id}::uuid, 'warehouse', 10, 'flash sale')`;
       const quantities = Array.from({ length: 120 }, (_, i) => 1 + (i % 4));
-      const results = await withGateway(FLASH_ENV, (gw) =>
-        race(quantities.map((q) => () => buy(gw.url, product.id, q))));
+      const results = await withGateway(
+        FLASH_ENV,
+        (gw) => race(quantities.map((q) => () => buy(gw.url, product.id, q))),
+      );
       const answers = results.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof buy>>>).value);
       assert.ok(results.every((r) => r.status === "fulfilled"));
       const won = answers.filter((a) => a.status === 201);
       const lost = answers.filter((a) => a.status === 409);
-      assert.equal(won.length + lost.length, answers.length,
-        `unexpected statuses: ${JSON.stringify(answers.filter((a) => a.status !== 201 && a.status !== 409).slice(0, 3))}`);
+      assert.equal(
+        won.length + lost.length,
+        answers.length,
+        `unexpected statuses: ${
+          JSON.stringify(answers.filter((a) => a.status !== 201 && a.status !== 409).slice(0, 3))
+        }`,
+      );
       const sold = won.reduce((s, a) => s + a.quantity, 0);
       assert.ok(sold <= units, `oversold: ${sold} of ${units}`);
       const { onHand, reserved } = await stockOf(sql, product.id);

@@ -46,7 +46,9 @@ function shuffled<T>(list: T[], seed: number): T[] {
 
 function describeFailures(results: PromiseSettledResult<unknown>[], what: string[]): string {
   return results
-    .map((r, i) => r.status === "rejected" ? `${what[i]}: ${pgCode(r.reason) ?? ""} ${String(r.reason).slice(0, 200)}` : null)
+    .map((r, i) =>
+      r.status === "rejected" ? `${what[i]}: ${pgCode(r.reason) ?? ""} ${String(r.reason).slice(0, 200)}` : null
+    )
     .filter((x) => x !== null)
     .slice(0, 10)
     .join("\n");
@@ -73,7 +75,9 @@ async function scenario(sql: postgres.Sql, rounds: number) {
       const held: { id: string; payment_method: string; total: number; currency: string }[] = [];
       for (let i = 0; i < 24; i++) {
         const items = i % 2 === 0 ? forward(1) : backward(1);
-        held.push(await makeOrder(sql, i % 3 === 0 ? shuffled(items, i) : items, { method: i % 4 < 2 ? "sumup" : "stripe" }));
+        held.push(
+          await makeOrder(sql, i % 3 === 0 ? shuffled(items, i) : items, { method: i % 4 < 2 ? "sumup" : "stripe" }),
+        );
       }
       const later = new Date(Date.now() + 40 * 60_000).toISOString();
 
@@ -109,19 +113,29 @@ async function scenario(sql: postgres.Sql, rounds: number) {
         const order = shuffled(tasks.map((_, i) => i), round + 7);
         const results = await race(order.map((i) => tasks[i]));
         const names = order.map((i) => what[i]);
-        assert.equal(results.filter((r) => r.status === "rejected").length, 0,
-          `engine calls failed (a deadlock is 40P01):\n${describeFailures(results, names)}`);
+        assert.equal(
+          results.filter((r) => r.status === "rejected").length,
+          0,
+          `engine calls failed (a deadlock is 40P01):\n${describeFailures(results, names)}`,
+        );
       });
       const statuses = Map.groupBy(httpResults, (r) => r.status);
       if (Deno.env.get("RACE_DEBUG")) {
         const outcomes = await sql`select status, count(*)::int as n from public.orders
           where id = any (${held.map((o) => o.id)}::uuid[]) group by 1 order by 1`;
-        console.log(`round ${round}: http ${[...statuses].map(([s, l]) => `${s}x${l.length}`).join(" ")}; held ${
-          outcomes.map((o) => `${o.status}x${o.n}`).join(" ")}`);
+        console.log(
+          `round ${round}: http ${[...statuses].map(([s, l]) => `${s}x${l.length}`).join(" ")}; held ${
+            outcomes.map((o) => `${o.status}x${o.n}`).join(" ")
+          }`,
+        );
       }
       const odd = httpResults.filter((r) => r.status !== 201 && r.status !== 409);
-      assert.equal(odd.length, 0, `clients saw: ${[...statuses].map(([s, l]) => `${s}x${l.length}`).join(" ")}; ` +
-        JSON.stringify(odd.slice(0, 3).map((r) => r.body)));
+      assert.equal(
+        odd.length,
+        0,
+        `clients saw: ${[...statuses].map(([s, l]) => `${s}x${l.length}`).join(" ")}; ` +
+          JSON.stringify(odd.slice(0, 3).map((r) => r.body)),
+      );
       for (const r of statuses.get(409) ?? []) assert.equal(r.body.error?.code, "insufficient_stock");
       for (const p of products) {
         const { onHand, reserved } = await stockOf(sql, p.id);

@@ -93,7 +93,13 @@ function expireLapsedOn(m: Model, products: number[], exceptOrder?: number) {
 }
 
 /** reserve_stock: all-or-nothing check, then each line greedily over the channel's locations. */
-function reserve(m: Model, order: number, lines: { product: number; qty: number }[], method: Method, expiresAt: number): boolean {
+function reserve(
+  m: Model,
+  order: number,
+  lines: { product: number; qty: number }[],
+  method: Method,
+  expiresAt: number,
+): boolean {
   if (lines.some((l) => l.qty > available(m, l.product))) return false;
   for (const l of lines) {
     let left = l.qty;
@@ -135,7 +141,9 @@ async function compare(m: Model, r: Real, step: string) {
   );
   assert.deepEqual(actual, m.stock, `after ${step}: stock differs from the model`);
 
-  const [{ list }] = await r.sql`select public.list_products(${r.skuPrefix}, ${PRODUCTS}, ${iso(m.now)}::timestamptz) as list`;
+  const [{ list }] = await r.sql`select public.list_products(${r.skuPrefix}, ${PRODUCTS}, ${
+    iso(m.now)
+  }::timestamptz) as list`;
   const shown = (list.items as { sku: string; available: number }[]).map((i) => [i.sku, i.available]);
   const expected = r.products.map((p, i) => {
     const lapsed = m.reservations
@@ -146,10 +154,15 @@ async function compare(m: Model, r: Real, step: string) {
   assert.deepEqual(shown, expected, `after ${step}: list_products availability differs from the model`);
 
   if (m.orders.length > 0) {
-    const statuses = await r.sql`select id, status from public.orders where id = any (${m.orders.map((o) => o.id)}::uuid[])`;
+    const statuses = await r.sql`select id, status from public.orders where id = any (${
+      m.orders.map((o) => o.id)
+    }::uuid[])`;
     const byId = new Map(statuses.map((s) => [s.id, s.status]));
-    assert.deepEqual(m.orders.map((o) => byId.get(o.id)), m.orders.map((o) => o.status),
-      `after ${step}: order statuses differ from the model`);
+    assert.deepEqual(
+      m.orders.map((o) => byId.get(o.id)),
+      m.orders.map((o) => o.status),
+      `after ${step}: order statuses differ from the model`,
+    );
   }
 
   const problems = await checkInvariants(r.sql, { productIds: ids });
@@ -233,7 +246,10 @@ class Pay implements Cmd {
     else {
       const own = m.reservations.filter((x) => x.order === index && x.status === "active");
       const missing = order.items
-        .map((i) => ({ product: i.product, qty: i.qty - own.filter((x) => x.product === i.product).reduce((s, x) => s + x.qty, 0) }))
+        .map((i) => ({
+          product: i.product,
+          qty: i.qty - own.filter((x) => x.product === i.product).reduce((s, x) => s + x.qty, 0),
+        }))
         .filter((i) => i.qty > 0);
       let short = false;
       if (missing.length > 0) {
@@ -265,7 +281,9 @@ class Cancel implements Cmd {
   async run(m: Model, r: Real) {
     const index = this.pick % m.orders.length;
     const order = m.orders[index];
-    const res = await call(r.sql`select public.cancel_order(${order.id}::uuid, 'model', ${iso(m.now)}::timestamptz) as r`);
+    const res = await call(
+      r.sql`select public.cancel_order(${order.id}::uuid, 'model', ${iso(m.now)}::timestamptz) as r`,
+    );
     if (order.status === "cancelled") {
       assert.equal(resultOf(res), "already_cancelled");
     } else if (paidLike(order.status)) {
@@ -308,8 +326,10 @@ class Clock implements Cmd {
     if (this.sweep) {
       for (const x of m.reservations) if (x.status === "active" && x.expiresAt <= m.now) close(m, x, "expired");
       m.orders.forEach((o, i) => {
-        if (awaiting(o.status) && o.expiresAt <= m.now &&
-          !m.reservations.some((x) => x.order === i && x.status === "active")) {
+        if (
+          awaiting(o.status) && o.expiresAt <= m.now &&
+          !m.reservations.some((x) => x.order === i && x.status === "active")
+        ) {
           o.status = "expired";
         }
       });
@@ -355,18 +375,23 @@ const product = fc.integer({ min: 0, max: PRODUCTS - 1 });
 const loc = fc.constantFrom<Loc>(...LOCATIONS);
 const pick = fc.nat({ max: 1000 });
 const commands = [
-  fc.tuple(fc.array(fc.record({ product, qty: fc.integer({ min: 1, max: 4 }) }), { minLength: 1, maxLength: 3 }),
-    fc.constantFrom<Method>("sumup", "stripe")).map(([lines, method]) => new Create(lines, method)),
+  fc.tuple(
+    fc.array(fc.record({ product, qty: fc.integer({ min: 1, max: 4 }) }), { minLength: 1, maxLength: 3 }),
+    fc.constantFrom<Method>("sumup", "stripe"),
+  ).map(([lines, method]) => new Create(lines, method)),
   fc.tuple(pick, fc.boolean()).map(([p, wrong]) => new Pay(p, wrong && p % 4 === 0)),
   pick.map((p) => new Cancel(p)),
   pick.map((p) => new Fulfil(p)),
   fc.tuple(fc.integer({ min: 1, max: 40 }), fc.boolean()).map(([min, sweep]) => new Clock(min, sweep)),
   fc.tuple(product, loc, fc.integer({ min: 1, max: 5 })).map(([p, l, q]) => new Restock(p, l, q)),
-  fc.tuple(product, loc, fc.integer({ min: -3, max: 3 }).filter((d) => d !== 0)).map(([p, l, d]) => new Adjust(p, l, d)),
+  fc.tuple(product, loc, fc.integer({ min: -3, max: 3 }).filter((d) => d !== 0)).map(([p, l, d]) =>
+    new Adjust(p, l, d)
+  ),
 ];
 
 Deno.test({
-  name: `model: random create/pay/cancel/fulfil/clock/sweep/restock/adjust sequences match the model (${NUM_RUNS} runs)`,
+  name:
+    `model: random create/pay/cancel/fulfil/clock/sweep/restock/adjust sequences match the model (${NUM_RUNS} runs)`,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {

@@ -53,7 +53,8 @@ async function deductions(sql: postgres.Sql, orderId: string) {
 
 /** Ledger rows of one reservation, oldest first, by reason. */
 async function reasonsOf(sql: postgres.Sql, reservationId: string | number): Promise<string[]> {
-  const rows = await sql`select reason from private.stock_movements where reservation_id = ${reservationId} order by id`;
+  const rows =
+    await sql`select reason from private.stock_movements where reservation_id = ${reservationId} order by id`;
   return rows.map((r) => r.reason as string);
 }
 
@@ -62,7 +63,10 @@ test("the same checkout.session.completed delivered 5 times at once: one payment
   const order = await makeOrder(sql, [{ product_id: product.id, quantity: 2 }], { method: "stripe" });
   const signed = await signStripe(stripeEvent("checkout.session.completed", paidSession(order)));
 
-  const results = await withGateway(ENV, (gw) => race(Array.from({ length: 5 }, () => () => deliverStripe(gw.url, signed))));
+  const results = await withGateway(
+    ENV,
+    (gw) => race(Array.from({ length: 5 }, () => () => deliverStripe(gw.url, signed))),
+  );
   const answers = results.map((r) => {
     assert.equal(r.status, "fulfilled", String((r as PromiseRejectedResult).reason));
     return (r as PromiseFulfilledResult<{ status: number; body: Record<string, unknown> }>).value;
@@ -77,7 +81,8 @@ test("the same checkout.session.completed delivered 5 times at once: one payment
   assert.equal(deducted.length, 1);
   assert.equal(deducted[0].delta_on_hand, -2);
   assert.deepEqual(await stockOf(sql, product.id), { onHand: 3, reserved: 0 });
-  const [{ events }] = await sql`select count(*)::int as events from private.payment_events where order_id = ${order.id}::uuid`;
+  const [{ events }] =
+    await sql`select count(*)::int as events from private.payment_events where order_id = ${order.id}::uuid`;
   assert.equal(events, 1);
   await assertInvariants(sql, { productIds: [product.id] });
 });
@@ -110,8 +115,7 @@ test("five different paid events for one order at once (completed, async succeed
   assert.equal(bodies.filter((b) => b.result === "already_paid").length, 3, JSON.stringify(bodies));
 
   const deducted = await deductions(sql, order.id);
-  assert.deepEqual(deducted.map((d) => [d.product_id, d.delta_on_hand]).sort(),
-    [[a.id, -3], [b.id, -1]].sort());
+  assert.deepEqual(deducted.map((d) => [d.product_id, d.delta_on_hand]).sort(), [[a.id, -3], [b.id, -1]].sort());
   assert.deepEqual(await stockOf(sql, a.id), { onHand: 1, reserved: 0 });
   assert.deepEqual(await stockOf(sql, b.id), { onHand: 3, reserved: 0 });
   await assertInvariants(sql, { productIds: [a.id, b.id] });
@@ -124,7 +128,8 @@ test("five different paid events for one order at once (completed, async succeed
  */
 async function assertOneOutcome(sql: postgres.Sql, productId: string, orderId: string, bCreated: boolean) {
   const a = await orderRow(sql, orderId);
-  const [res] = await sql`select id, status from private.reservations where order_id = ${orderId}::uuid order by id limit 1`;
+  const [res] =
+    await sql`select id, status from private.reservations where order_id = ${orderId}::uuid order by id limit 1`;
   const closes = (await reasonsOf(sql, res.id)).filter((r) => r !== "reserve");
   assert.equal(closes.length, 1, `A's reservation closed ${closes.length} times: ${closes}`);
   const deducted = await deductions(sql, orderId);
@@ -157,7 +162,8 @@ test("a late payment racing the sweep and a new buyer for the last unit (engine 
       const later = new Date(Date.now() + 16 * 60_000).toISOString();
       let bCreated = false;
       const tasks: (() => Promise<unknown>)[] = [
-        () => db`select public.mark_paid(${order.id}::uuid, 'sumup', 'TX-LATE', ${order.total}::bigint, 'EUR', ${later}::timestamptz)`,
+        () =>
+          db`select public.mark_paid(${order.id}::uuid, 'sumup', 'TX-LATE', ${order.total}::bigint, 'EUR', ${later}::timestamptz)`,
         () => db`select public.expire_reservations(${later}::timestamptz)`,
         async () => {
           try {
@@ -170,7 +176,9 @@ test("a late payment racing the sweep and a new buyer for the last unit (engine 
         },
       ];
       // Vary who starts first.
-      const results = await race(i % 3 === 0 ? tasks : i % 3 === 1 ? [tasks[1], tasks[2], tasks[0]] : [tasks[2], tasks[0], tasks[1]]);
+      const results = await race(
+        i % 3 === 0 ? tasks : i % 3 === 1 ? [tasks[1], tasks[2], tasks[0]] : [tasks[2], tasks[0], tasks[1]],
+      );
       for (const r of results) assert.equal(r.status, "fulfilled", String((r as PromiseRejectedResult).reason));
       const outcome = await assertOneOutcome(sql, product.id, order.id, bCreated);
       seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
@@ -214,8 +222,10 @@ test("a paid webhook racing the sweep and a new buyer for the last unit, through
               body: JSON.stringify({ items, payment_method: "sumup" }),
             });
             const body = await res.json();
-            assert.ok(res.status === 201 || (res.status === 409 && body.error.code === "insufficient_stock"),
-              `${res.status} ${JSON.stringify(body)}`);
+            assert.ok(
+              res.status === 201 || (res.status === 409 && body.error.code === "insufficient_stock"),
+              `${res.status} ${JSON.stringify(body)}`,
+            );
             bCreated = res.status === 201;
           },
         ];
