@@ -612,7 +612,11 @@ function errorResponse(op: Operation, status: number, codes: string[], catalogue
   );
   const examples = Object.fromEntries(codes.map((c) => [c, ex(c, ERROR_EXAMPLES[c])]));
   const headers: Json = op.framed ? { "x-correlation-id": H.correlation } : {};
-  if (status === 429 || codes.includes("temporarily_unavailable")) headers["Retry-After"] = H.retryAfter;
+  if (status === 429 || (codes.length === 1 && codes[0] === "temporarily_unavailable")) {
+    headers["Retry-After"] = H.retryAfter;
+  } else if (codes.includes("temporarily_unavailable")) {
+    headers["Retry-After"] = { $ref: "#/components/headers/RetryAfterIfBusy" };
+  }
   if (status === 405) headers["Allow"] = { $ref: "#/components/headers/Allow" };
   return { description, headers, content: jsonContent(schema, examples) };
 }
@@ -809,8 +813,8 @@ async function operations(): Promise<Operation[]> {
             items: [{ product_id: MUG, quantity: 2 }],
             payment_method: "stripe",
             customer: { email: "ada@example.com", name: "Ada" },
-            success_url: "http://localhost:3000/thanks",
-            cancel_url: "http://localhost:3000/basket",
+            success_url: "https://shop.example.com/thanks",
+            cancel_url: "https://shop.example.com/basket",
           }),
         }),
       },
@@ -1287,6 +1291,11 @@ export async function buildOpenApi(): Promise<Json> {
         RetryAfter: {
           description: "Seconds to wait before retrying.",
           required: true,
+          schema: { type: "integer", minimum: 0 },
+        },
+        RetryAfterIfBusy: {
+          description: "Seconds to wait before retrying; sent with `temporarily_unavailable`.",
+          required: false,
           schema: { type: "integer", minimum: 0 },
         },
         IdempotentReplayed: {

@@ -131,22 +131,23 @@ export function contractErrors(fn: string, method: string, answer: Answer): stri
   const empty = answer.body === null || answer.body === undefined || answer.body === "";
   if (!content) {
     if (!empty) errors.push(`${where}: documented without a body, but a body came back`);
-    return errors;
+  } else if (empty) {
+    errors.push(`${where}: documented with a JSON body, but none came back`);
+  } else {
+    const contentType = headers.get("content-type") ?? "";
+    if (!contentType.includes("application/json")) errors.push(`${where}: content-type is "${contentType}", not JSON`);
+    const schemaPointer = pointer([
+      "paths",
+      path,
+      opMethod,
+      "responses",
+      statusKey,
+      "content",
+      "application/json",
+      "schema",
+    ]);
+    for (const e of schemaValidator(schemaPointer)(answer.body)) errors.push(`${where}: body ${e}`);
   }
-  if (empty) return [...errors, `${where}: documented with a JSON body, but none came back`];
-  const contentType = headers.get("content-type") ?? "";
-  if (!contentType.includes("application/json")) errors.push(`${where}: content-type is "${contentType}", not JSON`);
-  const schemaPointer = pointer([
-    "paths",
-    path,
-    opMethod,
-    "responses",
-    statusKey,
-    "content",
-    "application/json",
-    "schema",
-  ]);
-  for (const e of schemaValidator(schemaPointer)(answer.body)) errors.push(`${where}: body ${e}`);
   if (errors.length === 0) checkedAnswers.add(`${opMethod.toUpperCase()} ${path} ${answer.status}`);
   return errors;
 }
