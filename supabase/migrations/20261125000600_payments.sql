@@ -109,14 +109,14 @@ begin
     raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
   end if;
 
-  if v_order.status in ('paid', 'paid_out_of_stock', 'fulfilled') then
-    return jsonb_build_object('result', 'already_paid', 'order', private.order_json(p_order_id));
-  end if;
-
   if p_provider <> v_order.payment_method then
     raise exception using errcode = 'SH400',
       message = format('invalid_request: order %s is paid with %s, not %s', p_order_id, v_order.payment_method, p_provider),
       detail = jsonb_build_object('reason', 'provider does not match the payment method')::text;
+  end if;
+
+  if v_order.status in ('paid', 'paid_out_of_stock', 'fulfilled') then
+    return jsonb_build_object('result', 'already_paid', 'order', private.order_json(p_order_id));
   end if;
 
   -- Providers write currencies in lower case (Stripe: "eur"); the order keeps ISO upper case.

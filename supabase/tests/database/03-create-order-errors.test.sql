@@ -1,0 +1,162 @@
+-- create_order's refusals: each bad request raises its SQLSTATE (docs/engine-contract.md, "Errors") with the
+-- message and JSON DETAIL the doors map to an HTTP answer, and leaves nothing behind.
+begin;
+create extension if not exists pgtap with schema extensions;
+set local search_path = public, extensions;
+select plan(24);
+
+-- Fixtures (rolled back with the test): products stocked through restock, so the ledger matches from the start.
+create function pg_temp.product(p_sku text, p_price bigint, p_tax integer, p_shop integer, p_warehouse integer,
+                                p_currency text default 'EUR', p_active boolean default true)
+returns uuid language plpgsql as $f$
+declare v_id uuid;
+begin
+  insert into public.products (sku, name, unit_price, currency, tax_rate_bp, active)
+  values (p_sku, 'Test ' || p_sku, p_price, p_currency, p_tax, p_active) returning id into v_id;
+  if p_shop > 0 then perform public.restock(v_id, 'shop', p_shop, 'test fixture'); end if;
+  if p_warehouse > 0 then perform public.restock(v_id, 'warehouse', p_warehouse, 'test fixture'); end if;
+  return v_id;
+end $f$;
+create function pg_temp.line(p_product uuid, p_quantity integer) returns jsonb language sql as $f$
+  select jsonb_build_object('product_id', p_product, 'quantity', p_quantity) $f$;
+create function pg_temp.stock(p_product uuid, p_location text) returns text language sql as $f$
+  select format('%s/%s', s.on_hand, s.reserved) from private.stock_levels s
+  join private.locations l on l.id = s.location_id where s.product_id = p_product and l.code = p_location $f$;
+create function pg_temp.order_id(p_result jsonb) returns uuid language sql as $f$
+  select (p_result -> 'order' ->> 'id')::uuid $f$;
+-- The SQLSTATE and DETAIL an engine call raises (null when it succeeds): throws_ok checks code and message,
+-- this reads the JSON detail the doors rely on.
+create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $f$
+declare v_state text; v_detail text;
+begin
+  execute p_sql;
+  return null;
+exception when others then
+  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
+  return jsonb_build_object('code', v_state, 'detail', case when v_detail like '{%' then v_detail::jsonb end);
+end $f$;
+
+select pg_temp.product('T-ERR-EUR', 1000, 1900, 10, 10) as eur \gset
+select pg_temp.product('T-ERR-GBP', 1000, 2000, 10, 10, 'GBP') as gbp \gset
+select pg_temp.product('T-ERR-OFF', 1000, 1900, 10, 10, 'EUR', false) as off \gset
+select 'f0000000-0000-4000-8000-00000000dead' as ghost \gset
+
+create temp table before_counts on commit drop as
+select (select count(*) from public.orders) as orders, (select count(*) from public.order_items) as items,
+       (select count(*) from private.reservations) as reservations, (select count(*) from private.stock_movements) as moves;
+
+-- ---- SH400 invalid_request ------------------------------------------------------------------------------------
+select throws_ok(
+  format($$select public.create_order(%L, 'paypal', 'err-1', 'h')$$, jsonb_build_array(pg_temp.line(:'eur', 1))),
+  'SH400', 'invalid_request: payment method must be sumup or stripe, not paypal',
+  'create_order_bad_method: create_order refuses a payment method other than sumup or stripe');
+select throws_ok(
+  format($$select public.create_order(%L, null, 'err-2', 'h')$$, jsonb_build_array(pg_temp.line(:'eur', 1))),
+  'SH400', 'invalid_request: payment method must be sumup or stripe, not null',
+  'create_order_no_method: create_order refuses a missing payment method');
+select throws_ok(
+  $$select public.create_order('{"product_id": "x"}', 'sumup', 'err-3', 'h')$$,
+  'SH400', 'invalid_request: items must be an array',
+  'create_order_items_not_array: create_order refuses items that are not a JSON array');
+select throws_ok(
+  $$select public.create_order('[]', 'sumup', 'err-4', 'h')$$,
+  'SH400', 'invalid_request: an order needs at least one item',
+  'create_order_empty: create_order refuses an empty order');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-5', 'h')$$, jsonb_build_array(pg_temp.line(:'eur', 0))),
+  'SH400', 'invalid_request: item 1: quantity must be between 1 and 1000',
+  'create_order_zero_quantity: create_order refuses a quantity of 0');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-6', 'h')$$, jsonb_build_array(pg_temp.line(:'eur', -2))),
+  'SH400', 'invalid_request: item 1: quantity must be between 1 and 1000',
+  'create_order_negative_quantity: create_order refuses a negative quantity');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-7', 'h')$$,
+         jsonb_build_array(pg_temp.line(:'eur', 1), pg_temp.line(:'eur', 1001))),
+  'SH400', 'invalid_request: item 2: quantity must be between 1 and 1000',
+  'create_order_absurd_quantity: create_order refuses more than 1000 units on a line, naming the line');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-8', 'h')$$,
+         jsonb_build_array(jsonb_build_object('product_id', :'eur', 'quantity', 1.5))),
+  'SH400', 'invalid_request: item 1: quantity must be a whole number',
+  'create_order_fractional_quantity: create_order refuses a fractional quantity');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-9', 'h')$$,
+         jsonb_build_array(jsonb_build_object('product_id', :'eur', 'quantity', '2'))),
+  'SH400', 'invalid_request: item 1: quantity must be a whole number',
+  'create_order_string_quantity: create_order refuses a quantity sent as a string');
+select throws_ok(
+  $$select public.create_order('[{"product_id": "mug", "quantity": 1}]', 'sumup', 'err-10', 'h')$$,
+  'SH400', 'invalid_request: item 1: product_id must be a uuid',
+  'create_order_bad_product_id: create_order refuses a product id that is not a uuid');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-11', 'h')$$, jsonb_build_array(pg_temp.line(:'eur', 1), 7)),
+  'SH400', 'invalid_request: item 2: must be an object',
+  'create_order_item_not_object: create_order refuses an item that is not an object');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-12', 'h')$$,
+         jsonb_build_array(pg_temp.line(:'eur', 600), pg_temp.line(:'eur', 600))),
+  'SH400', 'invalid_request: at most 1000 units of a product per order',
+  'create_order_summed_quantity: create_order refuses lines of one product that add up to more than 1000');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-13', 'h')$$,
+         (select jsonb_agg(pg_temp.line(:'eur', 1)) from generate_series(1, 101))),
+  'SH400', 'invalid_request: at most 100 items per order',
+  'create_order_too_many_items: create_order refuses more than 100 items');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-14', 'h')$$,
+         jsonb_build_array(pg_temp.line(:'eur', 1), pg_temp.line(:'gbp', 1))),
+  'SH400', 'invalid_request: an order is in one currency, these items are in EUR, GBP',
+  'create_order_mixed_currencies: create_order refuses items in different currencies');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-15', 'h', '{"email": 42}')$$,
+         jsonb_build_array(pg_temp.line(:'eur', 1))),
+  'SH400', 'invalid_request: customer must be {"email"?: text, "name"?: text}',
+  'create_order_bad_customer: create_order refuses customer details that are not text');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', %L, 'h')$$, jsonb_build_array(pg_temp.line(:'eur', 1)), repeat('k', 256)),
+  'SH400', 'invalid_request: idempotency key longer than 255 characters',
+  'create_order_long_key: create_order refuses an idempotency key longer than 255 characters');
+select is(
+  pg_temp.error_of($$select public.create_order('[]', 'sumup', 'err-16', 'h')$$),
+  '{"code": "SH400", "detail": {"reason": "empty order"}}'::jsonb,
+  'create_order_reason_detail: an SH400 carries {"reason": ...} as its DETAIL');
+
+-- ---- SH401 product_not_found ----------------------------------------------------------------------------------
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-17', 'h')$$, jsonb_build_array(pg_temp.line(:'ghost', 1))),
+  'SH401', 'product_not_found: unknown or inactive product(s) f0000000-0000-4000-8000-00000000dead',
+  'create_order_unknown_product: create_order refuses an unknown product, naming it');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-18', 'h')$$, jsonb_build_array(pg_temp.line(:'off', 1))),
+  'SH401', format('product_not_found: unknown or inactive product(s) %s', :'off'),
+  'create_order_inactive_product: create_order refuses a product taken off sale, naming it');
+select is(
+  pg_temp.error_of(format($$select public.create_order(%L, 'sumup', 'err-19', 'h')$$,
+    jsonb_build_array(pg_temp.line(:'off', 1), pg_temp.line(:'eur', 1), pg_temp.line(:'ghost', 2)))),
+  jsonb_build_object('code', 'SH401', 'detail', jsonb_build_object('product_ids', jsonb_build_array(:'off', :'ghost'))),
+  'create_order_names_all_missing: one SH401 names every unknown or inactive product in DETAIL.product_ids');
+
+-- ---- nothing is left behind -----------------------------------------------------------------------------------
+select is(
+  (select count(*)::int from public.orders where idempotency_key like 'err-%'),
+  0,
+  'create_order_error_writes_no_order: no refused request leaves an order');
+select is(
+  (select count(*) from public.orders),
+  (select b.orders from before_counts b),
+  'create_order_error_orders_unchanged: the number of orders is unchanged');
+select is(
+  (select (select count(*) from private.reservations) - b.reservations
+        + (select count(*) from private.stock_movements) - b.moves
+        + (select count(*) from public.order_items) - b.items
+   from before_counts b)::int,
+  0,
+  'create_order_error_writes_nothing: no line, reservation or ledger row is left by a refused request');
+select is(
+  pg_temp.stock(:'eur', 'shop') || ' ' || pg_temp.stock(:'eur', 'warehouse'),
+  '10/0 10/0',
+  'create_order_error_stock_unchanged: the stock of a product in refused orders is untouched');
+
+select * from finish();
+rollback;
