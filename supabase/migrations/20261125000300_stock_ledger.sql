@@ -20,7 +20,8 @@ create table private.stock_movements (
   actor text not null default private.current_actor(),
   correlation_id text default private.correlation_id(),
   note text,
-  created_at timestamptz not null default now(),
+  -- clock time, not transaction time, so the movements of one transaction keep their order in a timeline
+  created_at timestamptz not null default clock_timestamp(),
   -- a zero movement writes nothing
   constraint stock_movements_not_zero check (delta_on_hand <> 0 or delta_reserved <> 0),
   -- each reason moves the figures in one direction only

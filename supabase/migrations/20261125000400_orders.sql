@@ -119,7 +119,8 @@ create table private.order_status_history (
   actor text not null default private.current_actor(),
   correlation_id text default private.correlation_id(),
   reason text,
-  at timestamptz not null default now()
+  -- clock time, so a timeline orders the steps of one transaction (created, reserved, paid) as they happened
+  at timestamptz not null default clock_timestamp()
 );
 comment on table private.order_status_history is
   'Append-only audit of order status changes (from, to, actor, correlation id, reason) written by trigger.';

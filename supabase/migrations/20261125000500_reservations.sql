@@ -489,7 +489,7 @@ begin
   end if;
   if v_order.status not in ('awaiting_instore_payment', 'awaiting_payment') then
     raise exception using errcode = 'SH410',
-      message = format('invalid_transition: cannot attach a checkout to a %s order', v_order.status),
+      message = format('invalid_transition: cannot attach a checkout to an order that is %s', v_order.status),
       detail = jsonb_build_object('status', v_order.status)::text;
   end if;
 
@@ -531,7 +531,7 @@ begin
   end if;
   if v_order.status not in ('awaiting_instore_payment', 'awaiting_payment', 'expired') then
     raise exception using errcode = 'SH410',
-      message = format('invalid_transition: a %s order cannot be cancelled', v_order.status),
+      message = format('invalid_transition: cannot cancel an order that is %s', v_order.status),
       detail = jsonb_build_object('status', v_order.status)::text;
   end if;
 

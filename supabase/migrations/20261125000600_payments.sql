@@ -206,7 +206,7 @@ begin
   end if;
   if v_order.status not in ('paid', 'paid_out_of_stock', 'fulfilled') then
     raise exception using errcode = 'SH410',
-      message = format('invalid_transition: a %s order has no payment to refund', v_order.status),
+      message = format('invalid_transition: cannot refund an order that is %s', v_order.status),
       detail = jsonb_build_object('status', v_order.status)::text;
   end if;
   if upper(p_currency) is distinct from v_order.currency::text then
@@ -262,7 +262,7 @@ begin
   end if;
   if v_order.status not in ('paid', 'paid_out_of_stock', 'fulfilled') then
     raise exception using errcode = 'SH410',
-      message = format('invalid_transition: a %s order has no payment to refund', v_order.status),
+      message = format('invalid_transition: cannot refund an order that is %s', v_order.status),
       detail = jsonb_build_object('status', v_order.status)::text;
   end if;
   if upper(p_currency) is distinct from v_order.currency::text then
@@ -315,7 +315,7 @@ begin
   end if;
   if v_order.status <> 'paid' then
     raise exception using errcode = 'SH410',
-      message = format('invalid_transition: a %s order cannot be fulfilled', v_order.status),
+      message = format('invalid_transition: cannot fulfil an order that is %s', v_order.status),
       detail = jsonb_build_object('status', v_order.status)::text;
   end if;
 

@@ -1,0 +1,118 @@
+-- Payments around the order: webhook dedupe, checkout attachment, refunds, fulfilment, and get_order's shape.
+begin;
+create extension if not exists pgtap with schema extensions;
+set local search_path = public, extensions;
+select plan(24);
+
+-- Fixtures (rolled back with the test): products stocked through restock, so the ledger matches from the start.
+create function pg_temp.product(p_sku text, p_price bigint, p_tax integer, p_shop integer, p_warehouse integer,
+                                p_currency text default 'EUR', p_active boolean default true)
+returns uuid language plpgsql as $f$
+declare v_id uuid;
+begin
+  insert into public.products (sku, name, unit_price, currency, tax_rate_bp, active)
+  values (p_sku, 'Test ' || p_sku, p_price, p_currency, p_tax, p_active) returning id into v_id;
+  if p_shop > 0 then perform public.restock(v_id, 'shop', p_shop, 'test fixture'); end if;
+  if p_warehouse > 0 then perform public.restock(v_id, 'warehouse', p_warehouse, 'test fixture'); end if;
+  return v_id;
+end $f$;
+create function pg_temp.line(p_product uuid, p_quantity integer) returns jsonb language sql as $f$
+  select jsonb_build_object('product_id', p_product, 'quantity', p_quantity) $f$;
+create function pg_temp.stock(p_product uuid, p_location text) returns text language sql as $f$
+  select format('%s/%s', s.on_hand, s.reserved) from private.stock_levels s
+  join private.locations l on l.id = s.location_id where s.product_id = p_product and l.code = p_location $f$;
+create function pg_temp.order_id(p_result jsonb) returns uuid language sql as $f$
+  select (p_result -> 'order' ->> 'id')::uuid $f$;
+-- The SQLSTATE and DETAIL an engine call raises (null when it succeeds): throws_ok checks code and message,
+-- this reads the JSON detail the doors rely on.
+create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $f$
+declare v_state text; v_detail text;
+begin
+  execute p_sql;
+  return null;
+exception when others then
+  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
+  return jsonb_build_object('code', v_state, 'detail', case when v_detail like '{%' then v_detail::jsonb end);
+end $f$;
+
+select pg_temp.product('T-MISC', 1000, 1900, 10, 10) as p \gset
+select public.create_order(jsonb_build_array(pg_temp.line(:'p', 2)), 'stripe', 'misc-a', 'h', '{"email": "a@example.com", "name": "Ada"}')
+  as created \gset
+select pg_temp.order_id(:'created') as a \gset
+
+-- ---- record_payment_event ----------------------------------------------------------------------------------------
+select is(public.record_payment_event('stripe', 'evt_1', 'checkout.session.completed', :'a'), true,
+  'payment_event_first: the first delivery of an event is new');
+select is(public.record_payment_event('stripe', 'evt_1', 'checkout.session.completed', :'a'), false,
+  'payment_event_again: a redelivery of the same event is recognised');
+select is(public.record_payment_event('sumup', 'evt_1', 'CHECKOUT_STATUS_CHANGED'), true,
+  'payment_event_per_provider: event ids are scoped by provider');
+select throws_ok($$select public.record_payment_event('paypal', 'x', 'y')$$, 'SH400',
+  'invalid_request: provider must be sumup or stripe',
+  'payment_event_bad_provider: an unknown provider is refused');
+
+-- ---- attach_checkout -----------------------------------------------------------------------------------------------
+select is(
+  public.attach_checkout(:'a', 'stripe', 'cs_test_1', 'https://checkout.stripe.com/c/cs_test_1')
+    -> 'checkout_url',
+  '"https://checkout.stripe.com/c/cs_test_1"'::jsonb,
+  'attach_checkout_stores: the checkout id and URL are stored on the order and returned');
+select is(
+  (select provider_checkout_id from public.orders where id = :'a'),
+  'cs_test_1',
+  'attach_checkout_lookup: the order can be found by its checkout id');
+select throws_ok(format($$select public.attach_checkout(%L, 'sumup', 'x')$$, :'a'), 'SH400', null,
+  'attach_checkout_wrong_provider: a checkout from the other provider is refused');
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'p', 1)), 'stripe', 'misc-b', 'h')) as b \gset
+select throws_ok(format($$select public.attach_checkout(%L, 'stripe', 'cs_test_1')$$, :'b'), '23505', null,
+  'attach_checkout_unique: one checkout cannot belong to two orders');
+select throws_ok($$select public.attach_checkout('f0000000-0000-4000-8000-00000000dead', 'stripe', 'cs_x')$$, 'SH402',
+  'order_not_found: f0000000-0000-4000-8000-00000000dead',
+  'attach_checkout_unknown: attaching to an unknown order raises SH402');
+
+-- ---- get_order -----------------------------------------------------------------------------------------------------
+select is(
+  public.get_order(:'a') - 'provider_checkout_id' - 'checkout_url',
+  (:'created'::jsonb -> 'order') - 'provider_checkout_id' - 'checkout_url',
+  'get_order_shape: get_order returns the same order JSON as create_order');
+select is(
+  array(select jsonb_object_keys(public.get_order(:'a')) order by 1),
+  array['cancelled_at', 'checkout_url', 'created_at', 'currency', 'customer_email', 'customer_id', 'customer_name',
+        'expired_at', 'fulfilled_at', 'id', 'items', 'paid_at', 'payment_method', 'provider_checkout_id',
+        'provider_payment_ref', 'refunded_amount', 'reservation_expires_at', 'status', 'subtotal', 'tax', 'total'],
+  'get_order_keys: the order JSON has the contract''s fields');
+select is(public.get_order('f0000000-0000-4000-8000-00000000dead'), null, 'get_order_unknown: an unknown order is null');
+
+-- ---- refunds -------------------------------------------------------------------------------------------------------
+select throws_ok(format($$select public.record_refund(%L, 're_1', 100, 'EUR')$$, :'a'), 'SH410',
+  'invalid_transition: cannot refund an order that is awaiting_payment',
+  'refund_unpaid: an unpaid order cannot be refunded');
+select public.mark_paid(:'a', 'stripe', 'pi_a', 2380, 'eur') ->> 'result' as paid \gset
+select is(public.record_refund(:'a', 're_1', 1000, 'eur') -> 'refunded_amount', '1000'::jsonb,
+  'refund_partial: a partial refund adds to refunded_amount');
+select is(public.record_refund(:'a', 're_2', 380, 'EUR') -> 'refunded_amount', '1380'::jsonb,
+  'refund_again: a second refund adds again');
+select throws_ok(format($$select public.record_refund(%L, 're_3', 1001, 'EUR')$$, :'a'), 'SH400', null,
+  'refund_not_above_total: refunds never exceed what was paid');
+select throws_ok(format($$select public.record_refund(%L, 're_3', 10, 'USD')$$, :'a'), 'SH400', null,
+  'refund_currency: a refund in another currency is refused');
+select is(public.record_refund_total(:'a', 're_4', 2000, 'eur') -> 'refunded_amount', '2000'::jsonb,
+  'refund_total_raises: a cumulative total above what is recorded becomes the refunded amount');
+select is(public.record_refund_total(:'a', 're_1', 1000, 'eur') -> 'refunded_amount', '2000'::jsonb,
+  'refund_total_late_event: an older, smaller cumulative total changes nothing');
+select throws_ok(format($$select public.record_refund_total(%L, 're_5', 2381, 'EUR')$$, :'a'), 'SH400', null,
+  'refund_total_not_above_total: a cumulative total above the order total is refused');
+
+-- ---- fulfilment ----------------------------------------------------------------------------------------------------
+select throws_ok(format($$select public.mark_fulfilled(%L)$$, :'b'), 'SH410',
+  'invalid_transition: cannot fulfil an order that is awaiting_payment',
+  'fulfil_unpaid: an unpaid order cannot be fulfilled');
+select is(public.mark_fulfilled(:'a') ->> 'result', 'fulfilled', 'fulfil_paid: a paid order is fulfilled');
+select is(public.mark_fulfilled(:'a') ->> 'result', 'already_fulfilled', 'fulfil_twice: fulfilling again reports already_fulfilled');
+select is(
+  (select array_agg(to_status order by at, id) from private.order_status_history where order_id = :'a' and from_status is distinct from to_status),
+  array['awaiting_payment', 'paid', 'fulfilled'],
+  'fulfil_history: the order''s history reads created, paid, fulfilled');
+
+select * from finish();
+rollback;
