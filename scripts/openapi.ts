@@ -272,7 +272,7 @@ const ERROR_EXAMPLES: Record<string, unknown> = {
   insufficient_stock: errorExample("insufficient_stock", "Not enough stock for one or more items.", {
     items: [{ product_id: MUG, sku: "MUG-01", requested: 3, available: 1 }],
   }),
-  invalid_transition: errorExample("invalid_transition", "a paid order cannot be cancelled", { status: "paid" }),
+  invalid_transition: errorExample("invalid_transition", "cannot cancel an order that is paid", { status: "paid" }),
   idempotency_key_reused: errorExample(
     "idempotency_key_reused",
     "This Idempotency-Key was already used with a different request.",
