@@ -7,8 +7,9 @@
  *   deno run -A scripts/openapi.ts           writes docs/openapi.json   (npm run openapi)
  *   deno run -A scripts/openapi.ts --check   exits 1 when docs/openapi.json is not what the schemas generate
  *
- * Functions without a schema.ts (health, stripe-webhook) are described by the zod schemas below: what the
- * function answers, and the part of Stripe's event object that stripe-webhook reads.
+ * What has no zod schema in the functions is described by the zod schemas below: health's answer (health has no
+ * schema.ts), the error bodies, and the part of Stripe's event object that stripe-webhook reads (the function
+ * verifies events by signature and types them with the Stripe SDK rather than validating them with zod).
  */
 import { z } from "zod";
 import { parse as parseToml } from "smol-toml";
@@ -32,6 +33,7 @@ import {
   instoreResponse,
 } from "../supabase/functions/orders-instore/schema.ts";
 import { productOutput, productsListQuery, productsListResponse } from "../supabase/functions/products-list/schema.ts";
+import { stripeSignatureHeader, stripeWebhookResponse } from "../supabase/functions/stripe-webhook/schema.ts";
 import { sumupNotification, sumupWebhookResponse } from "../supabase/functions/sumup-webhook/schema.ts";
 
 const root = new URL("..", import.meta.url);
@@ -126,39 +128,6 @@ const stripeOtherEvent = z.looseObject({
   type: z.string(),
   data: z.looseObject({ object: z.looseObject({}) }),
 }).describe("Any other event type: recorded and acknowledged (200), nothing else happens.");
-
-/** stripe-webhook's 200 answer. */
-export const stripeWebhookResponse = z.object({
-  received: z.literal(true),
-  duplicate: z.literal(true).optional().describe("This event id was processed before; nothing was done again."),
-  ignored: z
-    .enum([
-      "not_our_session",
-      "payment_pending",
-      "unhandled_type",
-      "order_not_found",
-      "refund_already_recorded",
-      "invalid_transition",
-      "invalid_request",
-    ])
-    .optional()
-    .describe("Recorded without effect, and why (a retry would not change it, so Stripe should stop)."),
-  result: z
-    .enum([
-      "paid",
-      "already_paid",
-      "paid_out_of_stock",
-      "amount_mismatch",
-      "cancelled",
-      "already_cancelled",
-      "refund_recorded",
-    ])
-    .optional()
-    .describe("What the engine did to the order."),
-  status: orderStatus.optional().describe("The order's status afterwards."),
-  order_id: z.uuid().optional(),
-  refunded_amount: z.int().optional().describe("The order's refunded total afterwards (charge.refunded)."),
-}).describe("The event was taken; any 2xx tells Stripe to stop delivering it.");
 
 /** Every error answer of the functions. */
 export const errorBody = z.object({
@@ -957,13 +926,10 @@ async function operations(): Promise<Operation[]> {
         "\n\nAny other type: recorded and acknowledged with 200 (`ignored: unhandled_type`).",
       security: ["stripeSignature"],
       who: "Stripe (the `Stripe-Signature` header; no JWT)",
-      parameters: [{
-        name: "Stripe-Signature",
-        in: "header",
-        required: true,
-        description: '`t=<unix time>,v1=<HMAC-SHA256 of "<t>.<raw body>" with STRIPE_WEBHOOK_SECRET>`.',
-        schema: { type: "string" },
-      }],
+      parameters: [(() => {
+        const { description, ...schema } = inline(stripeSignatureHeader, "input");
+        return { name: "Stripe-Signature", in: "header", required: true, description, schema };
+      })()],
       requestBody: {
         required: true,
         description: "A Stripe Event object, exactly as Stripe sent it (the signature covers the raw bytes).",
