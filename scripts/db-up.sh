@@ -28,6 +28,8 @@ port = $DB_PORT
 unix_socket_directories = '$data'
 shared_preload_libraries = 'pg_cron'
 cron.database_name = 'postgres'
+# pg_cron connects like a client; through the socket (trust) it needs no password, as on Supabase.
+cron.host = '$data'
 cron.timezone = 'UTC'
 timezone = 'UTC'
 max_connections = 300

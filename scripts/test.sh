@@ -53,6 +53,21 @@ if [ -z "$summary" ]; then d_ok=0; d_fail=1; echo "the Deno test run did not fin
 passed=$((passed+${d_ok:-0})); failed=$((failed+${d_fail:-0}))
 echo "Deno: ${d_ok:-0} passed, ${d_fail:-0} failed"
 
+step "pg_cron ran the sweep in this cluster"
+# The job fires at each minute boundary; the suites above take about that long, so this rarely waits.
+cron_ran() {
+  for _ in $(seq 1 75); do
+    n=$(psql_db -Atc "select count(*) from cron.job_run_details d join cron.job j using (jobid)
+                      where j.jobname = 'stockhold-expire-reservations' and d.status = 'succeeded'")
+    [ "${n:-0}" -gt 0 ] && return 0
+    failed_run=$(psql_db -Atc "select return_message from cron.job_run_details where status = 'failed' limit 1")
+    [ -n "$failed_run" ] && { echo "a pg_cron run failed: $failed_run"; return 1; }
+    sleep 1
+  done
+  echo "no sweep run recorded in cron.job_run_details"; return 1
+}
+gate pg-cron-sweep cron_ran
+
 echo
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
