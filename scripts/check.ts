@@ -31,21 +31,25 @@ export interface CheckOptions {
   limitPerCheck?: number;
 }
 
+/**
+ * What a run looks at: every row (both null), or the given products (their stock and ledger) and the orders
+ * with a line on one of them.
+ */
+interface Scope {
+  products: string[] | null;
+  orders: string[] | null;
+}
+
 /** A check: its name, the rule it holds, and a query returning one `detail` text per offending row. */
 interface Check {
   invariant: string;
   rule: string;
-  query: (
-    sql: postgres.TransactionSql,
-    scope: string[] | null,
-    orders: string[] | null,
-  ) => postgres.PendingQuery<postgres.Row[]>;
+  query: (sql: postgres.TransactionSql, scope: Scope) => postgres.PendingQuery<postgres.Row[]>;
 }
 
-// `scope` is null (everything) or a list of product ids; stock and ledger queries filter with
-// `(${scope}::uuid[] is null or product_id = any(${scope}::uuid[]))` (planned with the value, so the OR folds away).
-// `orders` is null, or the ids of the orders with a line on one of those products, looked up once per check run:
-// an explicit list lets the planner see how few orders a scoped check is about.
+// Stock and ledger queries filter with `(${scope.products}::uuid[] is null or product_id = any (...))`, planned
+// with the value, so the OR folds away. The orders in scope are looked up once per run and passed as a list, so
+// that the planner sees how few orders a scoped check is about.
 
 /** The orders in scope: all of them, or the listed ones. */
 function scopedOrders(sql: postgres.TransactionSql, orders: string[] | null) {
@@ -67,31 +71,31 @@ export const CHECKS: Check[] = [
   {
     invariant: "stock_bounds",
     rule: "on_hand >= 0, reserved >= 0, reserved <= on_hand",
-    query: (sql, scope, orders) =>
+    query: (sql, scope) =>
       sql`
       select format('%s at %s: on_hand %s, reserved %s', p.sku, l.code, s.on_hand, s.reserved) as detail
       from private.stock_levels s
       join public.products p on p.id = s.product_id
       join private.locations l on l.id = s.location_id
       where (s.on_hand < 0 or s.reserved < 0 or s.reserved > s.on_hand)
-        and (${scope}::uuid[] is null or s.product_id = any (${scope}::uuid[]))
+        and (${scope.products}::uuid[] is null or s.product_id = any (${scope.products}::uuid[]))
       order by p.sku, l.code`,
   },
   // ---- 2. cached figures equal their evidence ---------------------------------------------------------------
   {
     invariant: "reserved_equals_active_reservations",
     rule: "stock_levels.reserved = sum of active reservations per product and location",
-    query: (sql, scope, orders) =>
+    query: (sql, scope) =>
       sql`
       with held as (
         select r.product_id, r.location_id, sum(r.quantity)::bigint as qty
         from private.reservations r
-        where r.status = 'active' and (${scope}::uuid[] is null or r.product_id = any (${scope}::uuid[]))
+        where r.status = 'active' and (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
         group by 1, 2
       ), levels as (
         select s.product_id, s.location_id, s.reserved::bigint as reserved
         from private.stock_levels s
-        where (${scope}::uuid[] is null or s.product_id = any (${scope}::uuid[]))
+        where (${scope.products}::uuid[] is null or s.product_id = any (${scope.products}::uuid[]))
       )
       select format('%s at %s: reserved %s, active reservations %s', coalesce(p.sku, k.product_id::text),
                     coalesce(l.code, k.location_id::text), coalesce(v.reserved, 0), coalesce(h.qty, 0)) as detail
@@ -106,18 +110,18 @@ export const CHECKS: Check[] = [
   {
     invariant: "stock_equals_ledger",
     rule: "stock_levels.on_hand (and reserved) = the ledger's sum for that product and location",
-    query: (sql, scope, orders) =>
+    query: (sql, scope) =>
       sql`
       with ledger as (
         select m.product_id, m.location_id, sum(m.delta_on_hand)::bigint as on_hand,
                sum(m.delta_reserved)::bigint as reserved
         from private.stock_movements m
-        where (${scope}::uuid[] is null or m.product_id = any (${scope}::uuid[]))
+        where (${scope.products}::uuid[] is null or m.product_id = any (${scope.products}::uuid[]))
         group by 1, 2
       ), levels as (
         select s.product_id, s.location_id, s.on_hand::bigint as on_hand, s.reserved::bigint as reserved
         from private.stock_levels s
-        where (${scope}::uuid[] is null or s.product_id = any (${scope}::uuid[]))
+        where (${scope.products}::uuid[] is null or s.product_id = any (${scope.products}::uuid[]))
       )
       select format('%s at %s: stored on_hand %s / reserved %s, ledger sums %s / %s%s',
                     coalesce(p.sku, k.product_id::text), coalesce(l.code, k.location_id::text),
@@ -137,7 +141,7 @@ export const CHECKS: Check[] = [
     invariant: "reservation_ledger",
     rule: "each reservation has one 'reserve' row for its quantity and, once closed, one closing row that matches " +
       "its status (consumed = fulfil, released = release, expired = expire); an active one has none",
-    query: (sql, scope, orders) =>
+    query: (sql, scope) =>
       sql`
       select format('reservation %s (order %s, %s x%s, %s): %s reserve row(s) (%s matching), %s closing row(s) (%s matching)',
                     x.id, x.order_id, coalesce(p.sku, x.product_id::text), x.quantity, x.status, x.reserves,
@@ -156,7 +160,7 @@ export const CHECKS: Check[] = [
                                      and m.delta_on_hand = case when r.status = 'consumed' then -r.quantity else 0 end
                                      and m.product_id = r.product_id and m.location_id = r.location_id
                                      and m.order_id = r.order_id) as good_closes
-        from ${scopedReservations(sql, orders)} r
+        from ${scopedReservations(sql, scope.orders)} r
         left join private.stock_movements m on m.reservation_id = r.id and m.reservation_id is not null
         group by r.id, r.order_id, r.product_id, r.location_id, r.quantity, r.status
       ) x
@@ -169,7 +173,7 @@ export const CHECKS: Check[] = [
       from private.stock_movements m
       where m.reservation_id is not null
         and not exists (select 1 from private.reservations r where r.id = m.reservation_id)
-        and (${scope}::uuid[] is null or m.product_id = any (${scope}::uuid[]))
+        and (${scope.products}::uuid[] is null or m.product_id = any (${scope.products}::uuid[]))
       order by 1`,
   },
   // ---- 3. paid at most once, deducted exactly once ----------------------------------------------------------
@@ -177,10 +181,10 @@ export const CHECKS: Check[] = [
     invariant: "deducted_exactly_once",
     rule: "a paid or fulfilled order's 'fulfil' ledger rows deduct exactly its items' quantities, once; any other " +
       "order deducts nothing",
-    query: (sql, scope, orders) =>
+    query: (sql, scope) =>
       sql`
       with ords as (
-        ${scopedOrders(sql, orders)}
+        ${scopedOrders(sql, scope.orders)}
       ), deducted as (
         select m.order_id, m.product_id, (-sum(m.delta_on_hand))::bigint as qty, count(*) as rows
         from private.stock_movements m
@@ -207,10 +211,10 @@ export const CHECKS: Check[] = [
   {
     invariant: "paid_at_most_once",
     rule: "an order moves into paid (or paid_out_of_stock) at most once, and a paid order did so exactly once",
-    query: (sql, scope, orders) =>
+    query: (sql, scope) =>
       sql`
       with ords as (
-        ${scopedOrders(sql, orders)}
+        ${scopedOrders(sql, scope.orders)}
       )
       select format('order %s (%s): %s transition(s) into a paid state', o.id, o.status, count(h.id)) as detail
       from ords o
@@ -228,9 +232,9 @@ export const CHECKS: Check[] = [
     invariant: "reservations_match_order",
     rule: "no active reservation on an order that is not awaiting payment; an awaiting order holds (or held, " +
       "until expiry) exactly its items; a paid order consumed exactly its items; no other order consumed any",
-    query: (sql, scope, orders) =>
+    query: (sql, scope) =>
       sql`
-      with ords as (${scopedOrders(sql, orders)}),
+      with ords as (${scopedOrders(sql, scope.orders)}),
       per_product as (
         select r.order_id, r.product_id,
                coalesce(sum(r.quantity) filter (where r.status = 'active'), 0)::bigint as active,
@@ -271,10 +275,10 @@ export const CHECKS: Check[] = [
     invariant: "order_whole",
     rule: "every order has lines; each line's arithmetic holds; subtotal, tax and total are the sums of the lines; " +
       "each status carries its timestamp",
-    query: (sql, scope, orders) =>
+    query: (sql, scope) =>
       sql`
       with ords as (
-        ${scopedOrders(sql, orders)}
+        ${scopedOrders(sql, scope.orders)}
       ), sums as (
         select i.order_id, count(*) as lines, sum(i.line_subtotal)::bigint as subtotal, sum(i.line_tax)::bigint as tax,
                sum(i.line_total)::bigint as total,
@@ -316,20 +320,20 @@ export async function checkInvariants(
   sql: postgres.Sql | postgres.TransactionSql,
   options: CheckOptions = {},
 ): Promise<Problem[]> {
-  const scope = options.productIds ?? null;
+  const products = options.productIds ?? null;
   const limit = options.limitPerCheck ?? 50;
   const problems: Problem[] = [];
   const run = async (tx: postgres.TransactionSql) => {
-    let orders: string[] | null = null;
-    if (scope !== null) {
+    const scope: Scope = { products, orders: null };
+    if (products !== null) {
       // A scoped check reads a few rows by index: starting parallel workers would cost more than the query.
       await tx`set local max_parallel_workers_per_gather = 0`;
       const [row] = await tx`select coalesce(array_agg(distinct i.order_id), '{}') as ids
-                             from public.order_items i where i.product_id = any (${scope}::uuid[])`;
-      orders = row.ids as string[];
+                             from public.order_items i where i.product_id = any (${products}::uuid[])`;
+      scope.orders = row.ids as string[];
     }
     for (const check of CHECKS) {
-      const rows = await check.query(tx, scope, orders);
+      const rows = await check.query(tx, scope);
       for (const row of rows.slice(0, limit)) problems.push({ invariant: check.invariant, message: row.detail });
       if (rows.length > limit) {
         problems.push({ invariant: check.invariant, message: `... and ${rows.length - limit} more` });

@@ -11,7 +11,8 @@ import { assertInvariants, race, withGateway } from "./support.ts";
 
 const SHOP = "https://shop.example.test";
 
-type Answer = { status: number; body: Record<string, any> }; // deno-lint-ignore-line no-explicit-any
+// deno-lint-ignore no-explicit-any
+type Answer = { status: number; body: Record<string, any> };
 
 async function post(url: string, key: string, body: unknown): Promise<Answer> {
   const res = await fetch(`${url}/functions/v1/orders-create`, {

@@ -5,8 +5,9 @@
  */
 import assert from "node:assert/strict";
 import type postgres from "postgres";
+import { startFakeSumUp } from "../fakes/sumup-server.ts";
 import { ANON_KEY } from "../support/keys.ts";
-import { makeOrder, makeProduct, orderRow, stockOf, testSql } from "../support/shop.ts";
+import { makeOrder, makeProduct, orderRow, stockOf, testSql, userJwt } from "../support/shop.ts";
 import {
   assertInvariants,
   deliverStripe,
@@ -266,5 +267,95 @@ test("cancel racing payment on the same order (10 rounds): paid either way, dedu
     }
   } finally {
     await db.end();
+  }
+});
+
+test("checkout.session.completed racing checkout.session.expired for one order (10 rounds): paid, deducted once", async (sql) => {
+  await withGateway(ENV, async (gw) => {
+    for (let i = 0; i < 10; i++) {
+      const product = await makeProduct(sql, { stock: 2 });
+      const order = await makeOrder(sql, [{ product_id: product.id, quantity: 2 }], { method: "stripe" });
+      const session = paidSession(order);
+      const completed = await signStripe(stripeEvent("checkout.session.completed", session));
+      const expired = await signStripe(
+        stripeEvent("checkout.session.expired", { ...session, status: "expired", payment_status: "unpaid" }),
+      );
+      const both = [() => deliverStripe(gw.url, completed), () => deliverStripe(gw.url, expired)];
+      const results = await race(i % 2 ? both : [...both].reverse());
+      for (const r of results) {
+        assert.equal(r.status, "fulfilled", String((r as PromiseRejectedResult).reason));
+        const v = (r as PromiseFulfilledResult<{ status: number; body: unknown }>).value;
+        assert.equal(v.status, 200, JSON.stringify(v.body));
+      }
+      // Whichever came first, the money wins: a cancel after the payment is refused (ignored), a payment after
+      // the cancel re-reserves the units (still free here) and pays.
+      assert.equal((await orderRow(sql, order.id)).status, "paid");
+      assert.deepEqual((await deductions(sql, order.id)).map((d) => d.delta_on_hand), [-2]);
+      assert.deepEqual(await stockOf(sql, product.id), { onHand: 0, reserved: 0 });
+      await assertInvariants(sql, { productIds: [product.id] });
+    }
+  });
+});
+
+test("SumUp notifications (5 at once) racing the staff confirming the same in-store payment: paid once", async (sql) => {
+  const sumup = startFakeSumUp({ merchantCode: "MRACE0001" });
+  try {
+    await withGateway({
+      ...ENV,
+      SUMUP_API_KEY: sumup.apiKey,
+      SUMUP_MERCHANT_CODE: "MRACE0001",
+      SUMUP_API_BASE: sumup.url,
+      PROVIDER_TIMEOUT_MS: "3000",
+      PROVIDER_RETRIES: "1",
+    }, async (gw) => {
+      const staff = (await userJwt({ staffRole: "staff" })).token;
+      for (let i = 0; i < 5; i++) {
+        const product = await makeProduct(sql, { stock: 3 });
+        // The till creates the order; orders-create opens the SumUp checkout for the terminal.
+        const created = await fetch(`${gw.url}/functions/v1/orders-create`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${ANON_KEY}`,
+            "content-type": "application/json",
+            "idempotency-key": crypto.randomUUID(),
+          },
+          body: JSON.stringify({ items: [{ product_id: product.id, quantity: 2 }], payment_method: "sumup" }),
+        });
+        const body = await created.json();
+        assert.equal(created.status, 201, JSON.stringify(body));
+        const checkoutId = body.sumup_checkout_id as string;
+        assert.ok(checkoutId, "the order has its SumUp checkout");
+        sumup.pay(checkoutId, { transactionCode: `TX${i}RACE` });
+
+        // SumUp notifies (several times, as it retries), while staff press "confirm" on the same payment.
+        const notify = () =>
+          fetch(`${gw.url}/functions/v1/sumup-webhook`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkoutId }),
+          }).then(async (r) => ({ status: r.status, body: await r.json() }));
+        const confirm = () =>
+          fetch(`${gw.url}/functions/v1/orders-instore`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${staff}`, "content-type": "application/json" },
+            body: JSON.stringify({ action: "confirm", order_id: body.order.id, transaction_code: `TX${i}RACE` }),
+          }).then(async (r) => ({ status: r.status, body: await r.json() }));
+        const results = await race([notify, notify, confirm, notify, notify, notify]);
+        const outcomes = results.map((r) => {
+          assert.equal(r.status, "fulfilled", String((r as PromiseRejectedResult).reason));
+          const v = (r as PromiseFulfilledResult<{ status: number; body: Record<string, unknown> }>).value;
+          assert.equal(v.status, 200, JSON.stringify(v.body));
+          return (v.body.outcome ?? v.body.result) as string;
+        });
+        assert.equal(outcomes.filter((o) => o === "paid").length, 1, JSON.stringify(outcomes));
+        assert.ok(outcomes.every((o) => ["paid", "already_paid", "duplicate"].includes(o)), JSON.stringify(outcomes));
+        assert.equal((await orderRow(sql, body.order.id)).status, "paid");
+        assert.deepEqual((await deductions(sql, body.order.id)).map((d) => d.delta_on_hand), [-2]);
+        assert.deepEqual(await stockOf(sql, product.id), { onHand: 1, reserved: 0 });
+        await assertInvariants(sql, { productIds: [product.id] });
+      }
+    });
+  } finally {
+    await sumup.close();
   }
 });
