@@ -166,6 +166,7 @@ Deno.test({
   fn: async () => {
     await stackScript(["scripts/db-up.sh", "--fresh"]);
     let sql: postgres.Sql | null = null;
+    let passed = false;
     try {
       sql = postgres(URL_, {
         max: WORKERS + 2,
@@ -268,9 +269,12 @@ Deno.test({
             `${acks.paid.size} paid, ${acks.cancelled.size} cancelled; ${children.length} children`,
         );
       }
+      passed = true;
     } finally {
       await sql?.end({ timeout: 1 }).catch(() => {});
       await stopCluster();
+      // A failed run keeps its data directory and log for a post-mortem; a passed one frees the disk.
+      if (passed) await Deno.remove(await pgdata(), { recursive: true }).catch(() => {});
     }
   },
 });
