@@ -4,9 +4,6 @@
  * Every variable is documented in /.env.example.
  */
 
-/** The local stack's JWT secret (scripts/lib.sh); only a default for local runs, never for hosted Supabase. */
-const LOCAL_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long";
-
 /** Thrown when a variable the current request needs is not set; mapped to a 500 without naming the value. */
 export class ConfigError extends Error {
   constructor(readonly variable: string) {
@@ -49,9 +46,24 @@ export function dbUrl(): string {
   return requireEnv("SUPABASE_DB_URL");
 }
 
-/** Secret that signs the project's JWTs (HS256). */
-export function jwtSecret(): string {
-  return envValue("SUPABASE_JWT_SECRET") ?? LOCAL_JWT_SECRET;
+/**
+ * The HS256 secret for legacy-signed JWTs (the anon and service_role keys, sessions of projects not yet on signing
+ * keys): STOCKHOLD_JWT_SECRET, which operators set to the project's legacy JWT secret (hosted Supabase neither
+ * injects it nor lets a secret start with SUPABASE_), else SUPABASE_JWT_SECRET, which the local stack exports.
+ * Undefined when neither is set: there is deliberately no built-in default, since a secret in public code would let
+ * anyone sign a staff token wherever the configuration is missing.
+ */
+export function jwtSecret(): string | undefined {
+  return envValue("STOCKHOLD_JWT_SECRET") ?? envValue("SUPABASE_JWT_SECRET");
+}
+
+/**
+ * The project's JSON Web Key Set as JSON text (`{"keys": [...]}` or a bare array), for JWTs signed with
+ * asymmetric signing keys (ES256, RS256, EdDSA). Hosted Supabase injects it into every function; undefined
+ * when unset (the local stack signs with HS256 only).
+ */
+export function jwksJson(): string | undefined {
+  return envValue("SUPABASE_JWKS");
 }
 
 /** Stripe settings; the secret key is only required when a Stripe call is made. */

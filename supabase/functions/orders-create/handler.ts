@@ -105,7 +105,7 @@ function answer(order: Order): Record<string, unknown> {
 const framed = serve(
   { name: "orders-create", methods: ["POST"] },
   async (req, ctx) => {
-    const caller = await authenticate(req);
+    const caller = await authenticate(req, ctx.log);
     const key = idempotencyKeyHeader.safeParse(req.headers.get("idempotency-key") ?? undefined);
     // Header and body errors are reported together, so one round trip shows the client everything to fix.
     const headerErrors: FieldError[] = key.success

@@ -13,7 +13,7 @@ import { parseOrThrow } from "../_shared/validate.ts";
 import { orderGetInput } from "./schema.ts";
 
 const framed = serve({ name: "orders-get", methods: ["GET", "POST"] }, async (req, ctx) => {
-  const caller = await authenticate(req);
+  const caller = await authenticate(req, ctx.log);
   const raw = req.method === "GET" ? Object.fromEntries(new URL(req.url).searchParams) : await readJson(req);
   const { id } = parseOrThrow(orderGetInput, raw);
 

@@ -14,7 +14,7 @@ import { instoreInput } from "./schema.ts";
 
 const framed = serve({ name: "orders-instore", methods: ["POST"] }, async (req, ctx) => {
   // Who first: a customer learns nothing about the body's validity or the order's existence.
-  const caller = requireStaff(await authenticate(req));
+  const caller = requireStaff(await authenticate(req, ctx.log));
   const input = parseOrThrow(instoreInput, await readJson(req));
   const log = ctx.log.child({ action: input.action, order_id: input.order_id, actor: caller.actor });
 

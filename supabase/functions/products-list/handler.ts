@@ -27,7 +27,7 @@ export function matchesIfNoneMatch(header: string | null, etag: string): boolean
 
 const framed = serve({ name: "products-list", methods: ["GET", "POST"] }, async (req, ctx) => {
   // Any valid JWT will do (the anon key included); checked here too so the function is safe however deployed.
-  const caller = await authenticate(req);
+  const caller = await authenticate(req, ctx.log);
   const raw = req.method === "GET" ? Object.fromEntries(new URL(req.url).searchParams) : await readJsonOrEmpty(req);
   const query = parseOrThrow(productsListQuery, raw);
 
