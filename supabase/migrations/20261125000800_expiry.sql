@@ -3,142 +3,232 @@
 -- a reservation past expires_at as free.
 
 -- ============================================================================================================
--- expire_reservations
+-- expire_batch
 -- ============================================================================================================
--- Why: releases every active reservation whose expires_at has passed, writes its 'expire' ledger row, lowers
--- stock_levels.reserved, and marks the unpaid orders left with nothing reserved as expired. Returns how many
--- reservations it released.
--- How it stays out of the buyers' way:
---   * it walks the partial index of active reservations in expiry order, p_batch_size rows at a time, so each
---     statement's work is bounded and its cost follows the rows released, not the size of the table;
---   * FOR UPDATE SKIP LOCKED: a reservation that a payment, a cancel or a second sweep holds is left to them;
---   * the stock rows of a batch are locked through lock_stock, in the engine's fixed order, skipping rows a
---     buyer holds (that buyer expires those reservations itself), so the sweep never waits for a buyer;
---   * orders are marked with SKIP LOCKED too: an order being paid right now is the payment's to decide.
--- p_now is the clock (tests pass it; never sleep). Rows written by the pg_cron job carry actor 'cron'.
-create function public.expire_reservations(p_now timestamptz default now(), p_batch_size integer default 5000)
-returns integer
+-- Why: one batch of the sweep. Takes the next p_batch_size due reservations in (expires_at, id) order after the
+-- keyset position (p_after_at, p_after_id), reading the partial index of active reservations without locking,
+-- then locks in the engine's order, never waiting for anyone:
+--   1. their stock rows through lock_stock with SKIP LOCKED: a row a buyer holds is left to that buyer, who
+--      expires the lapsed reservations on it itself (exact expiry). The sweep locks a reservation only once it
+--      holds the reservation's stock row, so it never keeps a lapsed unit from a buyer who holds that row;
+--   2. the reservations on the rows it holds, FOR NO KEY UPDATE SKIP LOCKED (one a payment or a cancel holds is
+--      theirs), re-checked as still active and due;
+--   3. their orders, SKIP LOCKED, expired once they hold nothing.
+-- Returns how many it released, how many it looked at, and the keyset position to continue from.
+create function private.expire_batch(
+  p_now timestamptz,
+  p_batch_size integer,
+  p_after_at timestamptz,
+  p_after_id bigint,
+  out released integer,
+  out fetched integer,
+  out last_at timestamptz,
+  out last_id bigint
+)
 language plpgsql
-security definer
 set search_path = ''
 as $$
 declare
   v_ids bigint[];
   v_expiries timestamptz[];
-  v_order_ids uuid[];
-  v_close bigint[];
   v_product_ids uuid[];
   v_location_ids smallint[];
-  v_after_at timestamptz := '-infinity'::timestamptz;
-  v_after_id bigint := 0;
-  v_after_order uuid := '00000000-0000-0000-0000-000000000000'::uuid;
-  v_released integer := 0;
-  v_batch integer;
+  v_close bigint[];
+  v_order_ids uuid[];
 begin
-  if p_now is null or p_batch_size is null or p_batch_size < 1 or p_batch_size > 100000 then
-    raise exception using errcode = 'SH400', message = 'invalid_request: p_now is required and p_batch_size must be 1..100000',
-      detail = jsonb_build_object('reason', 'bad sweep arguments')::text;
+  released := 0;
+
+  select array_agg(c.id order by c.expires_at, c.id),
+         array_agg(c.expires_at order by c.expires_at, c.id),
+         array_agg(distinct c.product_id),
+         array_agg(distinct c.location_id),
+         count(*)
+  into v_ids, v_expiries, v_product_ids, v_location_ids, fetched
+  from (
+    select r.id, r.expires_at, r.product_id, r.location_id
+    from private.reservations r
+    where r.status = 'active'
+      and r.expires_at <= p_now
+      and (r.expires_at, r.id) > (p_after_at, p_after_id)
+    order by r.expires_at, r.id
+    limit p_batch_size
+  ) c;
+
+  if fetched = 0 then
+    return;
   end if;
+  last_at := v_expiries[fetched];
+  last_id := v_ids[fetched];
 
-  perform private.set_status_reason('reservation expired');
+  select array_agg(r.id), array_agg(distinct r.order_id)
+  into v_close, v_order_ids
+  from (
+    select r.id, r.order_id
+    from private.reservations r
+    join private.lock_stock(v_product_ids, v_location_ids, true) h
+      on h.product_id = r.product_id and h.location_id = r.location_id
+    where r.id = any (v_ids)
+      and r.status = 'active'
+      and r.expires_at <= p_now
+    for no key update of r skip locked
+  ) r;
 
-  -- 1. reservations, batch by batch. Keyset on (expires_at, id): a batch starts where the last one ended, so
-  -- it never re-reads the index entries of rows this transaction has just closed (they stay in the partial
-  -- index until vacuum), and rows skipped as busy are not fetched again. The stock rows are taken with SKIP
-  -- LOCKED: from the second batch on, the sweep already holds stock rows, and waiting for another one out of
-  -- order could deadlock with a buyer. Reservations on a row a buyer holds are left to that buyer, who expires
-  -- them itself, or to the next sweep.
-  loop
-    select array_agg(c.id order by c.expires_at, c.id),
-           array_agg(c.expires_at order by c.expires_at, c.id),
-           array_agg(c.product_id order by c.expires_at, c.id),
-           array_agg(c.location_id order by c.expires_at, c.id),
-           array_agg(distinct c.order_id),
-           count(*)
-    into v_ids, v_expiries, v_product_ids, v_location_ids, v_order_ids, v_batch
-    from (
-      select r.id, r.expires_at, r.product_id, r.location_id, r.order_id
-      from private.reservations r
-      where r.status = 'active'
-        and r.expires_at <= p_now
-        and (r.expires_at, r.id) > (v_after_at, v_after_id)
-      order by r.expires_at, r.id
-      limit p_batch_size
-      for no key update skip locked
-    ) c;
+  released := private.close_reservations(v_close, 'expired', p_now);
 
-    exit when v_batch = 0;
+  -- their orders, now holding nothing, expire with them (two statements: an IN (subquery) UPDATE is planned
+  -- as a scan of all orders)
+  select array_agg(e.id)
+  into v_order_ids
+  from (
+    select e.id
+    from public.orders e
+    where e.id = any (v_order_ids)
+      and e.status in ('awaiting_instore_payment', 'awaiting_payment')
+      and e.reservation_expires_at <= p_now
+      and not exists (select 1 from private.reservations r where r.order_id = e.id and r.status = 'active')
+    for no key update skip locked
+  ) e;
 
-    select array_agg(b.id)
-    into v_close
-    from unnest(v_ids, v_product_ids, v_location_ids) as b (id, product_id, location_id)
-    join private.lock_stock(
-           array(select distinct u from unnest(v_product_ids) u),
-           array(select distinct u from unnest(v_location_ids) u),
-           true) h
-      on h.product_id = b.product_id and h.location_id = b.location_id;
+  update public.orders o
+  set status = 'expired', expired_at = p_now
+  where o.id = any (v_order_ids);
+end
+$$;
 
-    v_released := v_released + private.close_reservations(v_close, 'expired', p_now);
-
-    -- their orders, now holding nothing, expire with them (those being paid or cancelled right now are skipped)
-    -- (two statements: an IN (subquery) UPDATE is planned as a scan of all orders)
-    select array_agg(e.id)
-    into v_order_ids
-    from (
-      select e.id
-      from public.orders e
-      where e.id = any (v_order_ids)
-        and e.status in ('awaiting_instore_payment', 'awaiting_payment')
-        and e.reservation_expires_at <= p_now
-        and not exists (select 1 from private.reservations r where r.order_id = e.id and r.status = 'active')
-      for no key update skip locked
-    ) e;
-
-    update public.orders o
-    set status = 'expired', expired_at = p_now
-    where o.id = any (v_order_ids);
-
-    exit when v_batch < p_batch_size;
-    v_after_at := v_expiries[v_batch];
-    v_after_id := v_ids[v_batch];
-  end loop;
-
-  -- 2. unpaid orders whose time is up and that hold nothing any more although no batch above released them:
-  -- create_order expired their reservations on the rows it locked. Keyset walk over the partial index of
-  -- awaiting orders; an order being paid or cancelled right now (locked) is skipped.
-  v_after_at := '-infinity'::timestamptz;
+-- ============================================================================================================
+-- expire_emptied_orders
+-- ============================================================================================================
+-- Why: unpaid orders whose time is up and that hold nothing although no sweep batch released them: a
+-- create_order expired their reservations on the rows it locked. Keyset walk over the partial index of awaiting
+-- orders, p_batch_size at a time; an order being paid or cancelled right now (locked) is skipped. Stops after
+-- p_max_batches batches (null: when done). Returns how many orders it expired.
+create function private.expire_emptied_orders(p_now timestamptz, p_batch_size integer, p_max_batches integer)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_after_at timestamptz := '-infinity'::timestamptz;
+  v_after_id uuid := '00000000-0000-0000-0000-000000000000'::uuid;
+  v_order_ids uuid[];
+  v_expiries timestamptz[];
+  v_fetched integer;
+  v_expired integer := 0;
+  v_batches integer := 0;
+begin
   loop
     select array_agg(e.id order by e.reservation_expires_at, e.id),
            array_agg(e.reservation_expires_at order by e.reservation_expires_at, e.id),
            count(*)
-    into v_order_ids, v_expiries, v_batch
+    into v_order_ids, v_expiries, v_fetched
     from (
       select o.id, o.reservation_expires_at
       from public.orders o
       where o.status in ('awaiting_instore_payment', 'awaiting_payment')
         and o.reservation_expires_at <= p_now
-        and (o.reservation_expires_at, o.id) > (v_after_at, v_after_order)
+        and (o.reservation_expires_at, o.id) > (v_after_at, v_after_id)
         and not exists (select 1 from private.reservations r where r.order_id = o.id and r.status = 'active')
       order by o.reservation_expires_at, o.id
       limit p_batch_size
       for no key update skip locked
     ) e;
 
-    exit when v_batch = 0;
+    exit when v_fetched = 0;
 
     update public.orders o
     set status = 'expired', expired_at = p_now
     where o.id = any (v_order_ids);
+    v_expired := v_expired + v_fetched;
+    v_batches := v_batches + 1;
 
-    exit when v_batch < p_batch_size;
-    v_after_at := v_expiries[v_batch];
-    v_after_order := v_order_ids[v_batch];
+    exit when v_fetched < p_batch_size or v_batches >= coalesce(p_max_batches, v_batches + 1);
+    v_after_at := v_expiries[v_fetched];
+    v_after_id := v_order_ids[v_fetched];
   end loop;
+
+  return v_expired;
+end
+$$;
+
+-- ============================================================================================================
+-- expire_reservations
+-- ============================================================================================================
+-- Why: releases the active reservations whose expires_at has passed (at p_now; tests pass the clock, never
+-- sleep), writes their 'expire' ledger rows, lowers stock_levels.reserved, and expires the unpaid orders left
+-- holding nothing. Returns how many reservations it released.
+-- It walks the partial index of active reservations in expiry order, p_batch_size rows per batch (expire_batch),
+-- so its cost follows the rows it releases, not the size of the table, and it never waits for a lock (SKIP
+-- LOCKED throughout). p_max_batches (null: until nothing is due) bounds one call: it is ONE transaction, and
+-- every stock row it changed stays locked until it returns, so a caller that must not hold buyers up for long
+-- takes a few batches per call, or uses the procedure sweep_reservations, which commits after every batch.
+-- Rows written by the pg_cron job carry actor 'cron'.
+create function public.expire_reservations(
+  p_now timestamptz default now(),
+  p_batch_size integer default 5000,
+  p_max_batches integer default null
+)
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_batch record;
+  v_after_at timestamptz := '-infinity'::timestamptz;
+  v_after_id bigint := 0;
+  v_released integer := 0;
+  v_batches integer := 0;
+begin
+  if p_now is null or p_batch_size is null or p_batch_size < 1 or p_batch_size > 100000
+     or p_max_batches < 1 then
+    raise exception using errcode = 'SH400',
+      message = 'invalid_request: p_now is required, p_batch_size must be 1..100000 and p_max_batches at least 1',
+      detail = jsonb_build_object('reason', 'bad sweep arguments')::text;
+  end if;
+
+  perform private.set_status_reason('reservation expired');
+
+  loop
+    select * into v_batch from private.expire_batch(p_now, p_batch_size, v_after_at, v_after_id);
+    v_released := v_released + v_batch.released;
+    v_batches := v_batches + 1;
+    exit when v_batch.fetched < p_batch_size or v_batches >= coalesce(p_max_batches, v_batches + 1);
+    v_after_at := v_batch.last_at;
+    v_after_id := v_batch.last_id;
+  end loop;
+
+  perform private.expire_emptied_orders(p_now, p_batch_size, p_max_batches);
   perform private.set_status_reason(null);
 
   return v_released;
 end
 $$;
 
-revoke all on function public.expire_reservations(timestamptz, integer) from public, anon, authenticated;
-grant execute on function public.expire_reservations(timestamptz, integer) to service_role;
+revoke all on function public.expire_reservations(timestamptz, integer, integer) from public, anon, authenticated;
+grant execute on function public.expire_reservations(timestamptz, integer, integer) to service_role;
+
+-- ============================================================================================================
+-- sweep_reservations
+-- ============================================================================================================
+-- Why: the sweep for a large backlog (after downtime, after a flash sale) without holding buyers up: one batch
+-- per transaction, COMMIT after each, so a stock row the sweep touched is locked for one batch, not for the whole
+-- sweep. Loops until a batch releases nothing. A procedure, because only a procedure can commit; for the same
+-- reason it cannot carry SET search_path or SECURITY DEFINER: it runs as its caller (service_role, or the pg_cron
+-- job's owner), uses only schema-qualified names, and does its work through expire_reservations, which is both.
+-- CALL it at top level, outside an explicit transaction block.
+create procedure public.sweep_reservations(p_batch_size integer default 1000)
+language plpgsql
+as $$
+declare
+  v_released integer;
+begin
+  loop
+    v_released := public.expire_reservations(pg_catalog.now(), p_batch_size, 1);
+    commit;
+    exit when v_released = 0;
+  end loop;
+end
+$$;
+
+revoke all on procedure public.sweep_reservations(integer) from public, anon, authenticated;
+grant execute on procedure public.sweep_reservations(integer) to service_role;

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(47);
+select plan(48);
 
 -- ============================================================================================================
 -- Schemas and tables
@@ -91,7 +91,8 @@ insert into engine_writers values
   ('public.record_refund(uuid, text, bigint, text)'),
   ('public.record_refund_total(uuid, text, bigint, text)'),
   ('public.mark_fulfilled(uuid, timestamptz)'),
-  ('public.expire_reservations(timestamptz, integer)'),
+  ('public.expire_reservations(timestamptz, integer, integer)'),
+  ('public.sweep_reservations(integer)'),
   ('public.restock(uuid, text, integer, text)'),
   ('public.adjust_stock(uuid, text, integer, text)'),
   ('public.rate_limit_hit(text, integer, integer, timestamptz)');
@@ -137,7 +138,7 @@ select is(
 select is(
   array(select p.oid::regprocedure::text
         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-        where n.nspname in ('public', 'private')
+        where n.nspname in ('public', 'private') and p.prokind = 'f'
           and not coalesce(p.proconfig @> array['search_path=""'], false)
         order by 1),
   '{}'::text[],
@@ -158,8 +159,13 @@ select isnt_definer('public', 'get_order', array['uuid'], 'get_order runs as its
 select function_returns('public', 'create_order',
   array['jsonb', 'text', 'text', 'text', 'jsonb', 'uuid', 'timestamp with time zone'], 'jsonb',
   'create_order returns jsonb');
-select function_returns('public', 'expire_reservations', array['timestamp with time zone', 'integer'], 'integer',
-  'expire_reservations returns the number of reservations released');
+select function_returns('public', 'expire_reservations', array['timestamp with time zone', 'integer', 'integer'],
+  'integer', 'expire_reservations returns the number of reservations released');
+select is(
+  (select format('%s %s %s', p.prokind, p.prosecdef, p.proconfig is null) from pg_proc p
+   where p.oid = 'public.sweep_reservations(integer)'::regprocedure),
+  'p f t',
+  'sweep_reservations is a procedure running as its caller without SET (so it may commit after each batch)');
 
 select * from finish();
 rollback;

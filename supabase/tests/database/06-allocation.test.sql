@@ -90,7 +90,7 @@ select is(
   array['awaiting_instore_payment', 'awaiting_payment'],
   'allocation_initial_status: an in-store order awaits payment at the till, an online order awaits the provider');
 select is(
-  (select array_agg(format('%s %s %s', m.reason, m.delta_on_hand, m.delta_reserved) order by m.id)
+  (select array_agg(format('%s %s %s', m.reason, m.delta_on_hand, m.delta_reserved) order by m.delta_reserved)
    from private.stock_movements m join private.reservations r on r.id = m.reservation_id
    where r.order_id = pg_temp.order_id(:'s2')),
   array['reserve 0 1', 'reserve 0 3'],

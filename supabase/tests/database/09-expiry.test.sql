@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(22);
+select plan(25);
 
 -- Fixtures (rolled back with the test): products stocked through restock, so the ledger matches from the start.
 create function pg_temp.product(p_sku text, p_price bigint, p_tax integer, p_shop integer, p_warehouse integer,
@@ -143,8 +143,21 @@ select is(
   'expire_actor_cron: rows written by the pg_cron job say actor cron, in the ledger and in the history');
 select throws_ok(
   $$select public.expire_reservations(now(), 0)$$,
-  'SH400', 'invalid_request: p_now is required and p_batch_size must be 1..100000',
+  'SH400', 'invalid_request: p_now is required, p_batch_size must be 1..100000 and p_max_batches at least 1',
   'expire_bad_batch: a batch size below 1 is refused');
+
+-- ---- a bounded call ----------------------------------------------------------------------------------------------
+select pg_temp.product('T-EXP-M', 100, 0, 10, 0) as m \gset
+select count(public.create_order(jsonb_build_array(pg_temp.line(:'m', 1)), 'sumup', 'exp-max-' || g, 'h', '{}', null,
+                                 :'t0'::timestamptz + interval '1 hour')) as made_m from generate_series(1, 5) g \gset
+select pg_temp.due(:'t0'::timestamptz + interval '2 hours') as due2h \gset
+select is(public.expire_reservations(:'t0'::timestamptz + interval '2 hours', 2, 1), 2,
+  'expire_max_batches: with p_max_batches = 1 a call releases one batch and leaves the rest for the next call');
+select is(public.expire_reservations(:'t0'::timestamptz + interval '2 hours', 2, 1)
+          + public.expire_reservations(:'t0'::timestamptz + interval '2 hours', 2, 1)
+          + public.expire_reservations(:'t0'::timestamptz + interval '2 hours', 2, 1), :due2h - 2,
+  'expire_max_batches_progress: repeated bounded calls release the rest (as sweep_reservations does, committing in between)');
+select is(pg_temp.stock(:'m', 'shop'), '10/0', 'expire_max_batches_stock: all of it is back on sale');
 
 select * from finish();
 rollback;
