@@ -1,12 +1,17 @@
 /**
  * The invariant checker: reads a stockhold database and reports every broken invariant of ARCHITECTURE.md
- * ("Invariants the tests hold") that can be seen in the data at rest. The concurrency, fault and end-to-end
- * suites call {@link checkInvariants} after they have run; operators run it from the command line:
+ * ("Invariants the tests hold") that can be seen in the data at rest: stock never negative nor over-reserved
+ * (1); cached stock equal to its ledger and to the active reservations (2); each order paid at most once and
+ * deducted exactly once (3); reservations consistent with their orders, orders whole (no half-written order);
+ * and the API roles' privileges (6). Invariants 4 and 5 are about requests, not rows: the suites test them.
+ * The concurrency, fault and end-to-end suites call {@link checkInvariants} after they have run; operators run
+ * it from the command line:
  *
  *   npm run check                              # SUPABASE_DB_URL
  *   npm run check -- postgresql://...          # another database
  *
- * Exit code 0 and "all invariants hold" when nothing is wrong; 1 and one line per problem otherwise.
+ * Exit code 0 and "all invariants hold" when nothing is wrong; 1 and one line per problem otherwise; 2 when the
+ * database cannot be read.
  * Read-only: every query runs in one REPEATABLE READ, READ ONLY transaction, so the checks see one snapshot
  * even while the shop keeps selling.
  */
@@ -308,6 +313,46 @@ export const CHECKS: Check[] = [
          or (o.status = 'fulfilled' and o.fulfilled_at is null)
          or (o.status = 'cancelled' and o.cancelled_at is null)
          or (o.status = 'expired' and o.expired_at is null)
+      order by 1`,
+  },
+  // ---- 6. the browser's keys reach only what they may -------------------------------------------------------
+  {
+    invariant: "api_privileges",
+    rule: "anon and authenticated may execute only get_order and list_products, cannot reach the private and " +
+      "admin schemas, cannot write orders, lines or products, and row-level security is on for those tables " +
+      "(whole-database runs only)",
+    query: (sql, scope) =>
+      sql`
+      with api_roles (role) as (values ('anon'), ('authenticated'))
+      select format('%s may execute %s.%s(%s)', a.role, n.nspname, p.proname,
+                    pg_get_function_identity_arguments(p.oid)) as detail
+      from pg_proc p
+      join pg_namespace n on n.oid = p.pronamespace
+      cross join api_roles a
+      where n.nspname in ('public', 'private', 'admin')
+        and p.proname not in ('get_order', 'list_products')
+        and not exists (select 1 from pg_depend d where d.objid = p.oid and d.deptype = 'e')
+        and has_function_privilege(a.role, p.oid, 'execute')
+        and ${scope.products}::uuid[] is null
+      union all
+      select format('%s may use schema %s', a.role, s.nspname)
+      from pg_namespace s cross join api_roles a
+      where s.nspname in ('private', 'admin') and has_schema_privilege(a.role, s.oid, 'usage')
+        and ${scope.products}::uuid[] is null
+      union all
+      select format('%s may %s %s', a.role, w.privilege, t.oid::regclass)
+      from pg_class t
+      cross join api_roles a
+      cross join (values ('insert'), ('update'), ('delete'), ('truncate')) w (privilege)
+      where t.oid in ('public.orders'::regclass, 'public.order_items'::regclass, 'public.products'::regclass)
+        and has_table_privilege(a.role, t.oid, w.privilege)
+        and ${scope.products}::uuid[] is null
+      union all
+      select format('row-level security is off on %s', t.oid::regclass)
+      from pg_class t
+      where t.oid in ('public.orders'::regclass, 'public.order_items'::regclass, 'public.products'::regclass)
+        and not t.relrowsecurity
+        and ${scope.products}::uuid[] is null
       order by 1`,
   },
 ];

@@ -174,3 +174,21 @@ test("checker: an order that went to paid twice is reported", async (sql) => {
   );
   assert.deepEqual(invariants(problems), ["paid_at_most_once"]);
 });
+
+test("checker: an engine function granted to anon, and row-level security turned off, are reported", async (sql) => {
+  let found: Problem[] = [];
+  try {
+    await sql.begin(async (tx) => {
+      await tx`grant execute on function public.create_order(jsonb, text, text, text, jsonb, uuid, timestamptz) to anon`;
+      await tx`alter table public.order_items disable row level security`;
+      found = await checkInvariants(tx);
+      throw new Rollback();
+    });
+  } catch (err) {
+    if (!(err instanceof Rollback)) throw err;
+  }
+  const messages = found.filter((p) => p.invariant === "api_privileges").map((p) => p.message);
+  assert.ok(messages.some((m) => /^anon may execute public\.create_order\(/.test(m)), JSON.stringify(found));
+  assert.ok(messages.includes("row-level security is off on order_items"), JSON.stringify(found));
+  assert.deepEqual(invariants(found), ["api_privileges"]);
+});
