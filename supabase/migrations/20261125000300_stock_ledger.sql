@@ -73,9 +73,10 @@ create trigger stock_movements_no_truncate
 -- locks in (product_id, location_id) order, so two transactions can never hold each other's rows: no deadlock.
 -- FOR NO KEY UPDATE is enough to serialise writers and, unlike FOR UPDATE, does not block foreign-key checks
 -- (reservations reference stock_levels). Callers take it as late as they can: the lock lasts until commit.
--- p_location_ids null = every location of the products. p_skip_locked (the sweep, which may already hold other
--- stock rows from an earlier batch and so must never wait) skips rows that another transaction holds.
--- Returns the rows it locked.
+-- p_location_ids null: every location of the products; otherwise the rows (p_product_ids[i], p_location_ids[i]),
+-- exactly (a release at the shop does not hold up online buyers drawing from the warehouse).
+-- p_skip_locked (the sweep, which may already hold stock rows from an earlier batch and so must never wait)
+-- skips rows that another transaction holds. Returns the rows it locked.
 create function private.lock_stock(
   p_product_ids uuid[],
   p_location_ids smallint[] default null,
@@ -88,18 +89,30 @@ as $$
 begin
   if p_skip_locked then
     return query
+      with wanted as (
+        select s.product_id, s.location_id from private.stock_levels s
+        where p_location_ids is null and s.product_id = any (p_product_ids)
+        union
+        select u.product_id, u.location_id from unnest(p_product_ids, p_location_ids) as u (product_id, location_id)
+        where p_location_ids is not null
+      )
       select s.product_id, s.location_id
       from private.stock_levels s
-      where s.product_id = any (p_product_ids)
-        and (p_location_ids is null or s.location_id = any (p_location_ids))
+      join wanted w on w.product_id = s.product_id and w.location_id = s.location_id
       order by s.product_id, s.location_id
       for no key update of s skip locked;
   else
     return query
+      with wanted as (
+        select s.product_id, s.location_id from private.stock_levels s
+        where p_location_ids is null and s.product_id = any (p_product_ids)
+        union
+        select u.product_id, u.location_id from unnest(p_product_ids, p_location_ids) as u (product_id, location_id)
+        where p_location_ids is not null
+      )
       select s.product_id, s.location_id
       from private.stock_levels s
-      where s.product_id = any (p_product_ids)
-        and (p_location_ids is null or s.location_id = any (p_location_ids))
+      join wanted w on w.product_id = s.product_id and w.location_id = s.location_id
       order by s.product_id, s.location_id
       for no key update of s;
   end if;

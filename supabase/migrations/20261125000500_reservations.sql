@@ -535,7 +535,7 @@ begin
       detail = jsonb_build_object('status', v_order.status)::text;
   end if;
 
-  select array_agg(r.id), array_agg(distinct r.product_id), array_agg(distinct r.location_id)
+  select array_agg(r.id), array_agg(r.product_id), array_agg(r.location_id)
   into v_res_ids, v_product_ids, v_location_ids
   from (
     select r.id, r.product_id, r.location_id

@@ -40,8 +40,8 @@ begin
 
   select array_agg(c.id order by c.expires_at, c.id),
          array_agg(c.expires_at order by c.expires_at, c.id),
-         array_agg(distinct c.product_id),
-         array_agg(distinct c.location_id),
+         array_agg(c.product_id order by c.expires_at, c.id),
+         array_agg(c.location_id order by c.expires_at, c.id),
          count(*)
   into v_ids, v_expiries, v_product_ids, v_location_ids, fetched
   from (
