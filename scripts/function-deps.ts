@@ -4,7 +4,9 @@
  * and which Supabase recommends over a shared import map. The versions have one source, the root deno.json (which
  * local runs and tests use); each function's file holds exactly the root's mappings of the packages its module
  * graph imports (its own files and _shared/), as Deno resolves that graph (`deno info --json`), so the test-only
- * packages of the root (playwright-core, redoc, ajv, ...) never reach a function.
+ * packages of the root (playwright-core, redoc, ajv, ...) never reach a function. Deno's own tools (fmt, lint)
+ * take their settings from the nearest deno.json, so each function's file also carries the root's `compilerOptions`,
+ * `fmt` and `lint`: a function's code is formatted and linted as the rest of the repository.
  *
  *   deno run -A scripts/function-deps.ts           writes the files           (npm run functions:deps)
  *   deno run -A scripts/function-deps.ts --check   exits 1 when a file is not what the root deno.json gives
@@ -31,10 +33,17 @@ export async function functionNames(): Promise<string[]> {
   return names.sort();
 }
 
+// Settings of the root deno.json that Deno's tools read from the nearest deno.json of each file.
+const TOOL_SETTINGS = ["compilerOptions", "fmt", "lint"] as const;
+
+/** The root deno.json. */
+async function rootConfig(): Promise<Record<string, unknown> & { imports?: Record<string, string> }> {
+  return JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+}
+
 /** The root deno.json's import map. */
 export async function rootImports(): Promise<Record<string, string>> {
-  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
-  return config.imports ?? {};
+  return (await rootConfig()).imports ?? {};
 }
 
 /** Whether `specifier` is bare (resolved through an import map) rather than relative, absolute or a URL scheme. */
@@ -75,7 +84,9 @@ function mappingKey(specifier: string, imports: Record<string, string>): string 
 
 /** The deno.json each function should have, keyed by function name, as its JSON text. */
 export async function expectedFunctionConfigs(): Promise<Map<string, string>> {
-  const imports = await rootImports();
+  const config = await rootConfig();
+  const imports = config.imports ?? {};
+  const tools = Object.fromEntries(TOOL_SETTINGS.filter((k) => k in config).map((k) => [k, config[k]]));
   const configs = new Map<string, string>();
   for (const name of await functionNames()) {
     const own: Record<string, string> = {};
@@ -85,7 +96,7 @@ export async function expectedFunctionConfigs(): Promise<Map<string, string>> {
       own[key] = imports[key];
     }
     const sorted = Object.fromEntries(Object.entries(own).sort(([a], [b]) => a.localeCompare(b)));
-    configs.set(name, `${JSON.stringify({ imports: sorted }, null, 2)}\n`);
+    configs.set(name, `${JSON.stringify({ imports: sorted, ...tools }, null, 2)}\n`);
   }
   return configs;
 }
