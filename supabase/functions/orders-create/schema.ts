@@ -27,8 +27,18 @@ export const customerInput = z.strictObject({
   name: z.string().trim().min(1).optional().describe("Buyer's name."),
 }).describe("Buyer details (optional).");
 
+const NOT_A_RETURN_URL = "must be an absolute http(s) URL.";
+
+// Any absolute http(s) URL, localhost and IP addresses included (z.httpUrl() insists on a domain name and so
+// refused http://localhost:3000, one of ALLOWED_RETURN_ORIGINS' defaults): the allow-list is the rule that matters.
+// The refine keeps out what URL parsing would repair (`http:shop.example`), so Stripe gets the URL that was checked.
 const returnUrl = z
-  .httpUrl()
+  .url({
+    protocol: /^https?$/,
+    abort: true,
+    error: (issue) => issue.code === "invalid_format" || issue.code === "invalid_type" ? NOT_A_RETURN_URL : undefined,
+  })
+  .refine((url) => /^https?:\/\//i.test(url), NOT_A_RETURN_URL)
   .max(2048)
   .describe("Where Stripe sends the buyer afterwards; its origin must be on ALLOWED_RETURN_ORIGINS.");
 

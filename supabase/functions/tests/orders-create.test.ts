@@ -308,6 +308,45 @@ test("400: stripe needs success_url and cancel_url on an allowed origin", async 
   assert.deepEqual(await stockOf(sql, mug.id), { onHand: 10, reserved: 0 });
 });
 
+test("return URLs: http://localhost:3000 and http://127.0.0.1:3000 (the default allow-list) are accepted", async () => {
+  // The default ALLOWED_RETURN_ORIGINS, as a local shop front on port 3000 would use it.
+  Deno.env.delete("ALLOWED_RETURN_ORIGINS");
+  const mug = await makeProduct(sql, { stock: 5 });
+  for (const origin of ["http://localhost:3000", "http://127.0.0.1:3000"]) {
+    const before = stripe.sessionCreates().length;
+    const res = await call(stripeBody([{ product_id: mug.id, quantity: 1 }], {
+      success_url: `${origin}/thanks?order={CHECKOUT_SESSION_ID}`,
+      cancel_url: `${origin}/basket`,
+    }));
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    const params = stripe.sessionCreates()[before].params as Json;
+    assert.equal(params.success_url, `${origin}/thanks?order={CHECKOUT_SESSION_ID}`);
+    assert.equal(params.cancel_url, `${origin}/basket`);
+  }
+  // Another port of localhost is another origin: the allow-list still decides.
+  const other = await call(stripeBody([{ product_id: mug.id, quantity: 1 }], {
+    success_url: "http://localhost:8080/thanks",
+    cancel_url: "http://localhost:3000/basket",
+  }));
+  assert.equal(other.status, 400);
+  assert.deepEqual(other.body.error.details.errors, [
+    { path: "success_url", message: "success_url must point to an allowed return origin." },
+  ]);
+});
+
+test("return URLs: anything but an absolute http(s) URL is a 400 naming the field", async () => {
+  Deno.env.set("ALLOWED_RETURN_ORIGINS", "*");
+  const mug = await makeProduct(sql, { stock: 5 });
+  for (const bad of ["javascript:alert(1)", "/thanks", "ftp://shop.example.test/x", "http:shop.example.test", 42]) {
+    const res = await call(stripeBody([{ product_id: mug.id, quantity: 1 }], { success_url: bad }));
+    assert.equal(res.status, 400, String(bad));
+    assert.deepEqual(res.body.error.details.errors, [
+      { path: "success_url", message: "must be an absolute http(s) URL." },
+    ], String(bad));
+  }
+  assert.deepEqual(await stockOf(sql, mug.id), { onHand: 5, reserved: 0 });
+});
+
 test("400: a body that is not JSON", async () => {
   const res = await call(null, { rawBody: "{not json" });
   assert.equal(res.status, 400);
