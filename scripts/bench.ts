@@ -82,12 +82,12 @@ async function main() {
 
   const limit = await pgbench("limit: UPDATE one hot row", "update bench.hot set n = n + 1 where id = 1;\n");
 
-  const hotId = await product(`HOT-${stamp}`, 100_000_000);
+  const hotId = await product(`HOT-${stamp}`, 1_000_000);
   const hot = await pgbench("create_order, one hot product", orderCall(`'${hotId}'`));
 
   progress(`creating ${uniformProducts} products for the uniform runs`);
   for (let i = 1; i <= uniformProducts; i++) {
-    await sql`insert into bench.pids values (${i}, ${await product(`UNI-${stamp}-${i}`, 10_000_000)})`;
+    await sql`insert into bench.pids values (${i}, ${await product(`UNI-${stamp}-${i}`, 1_000_000)})`;
   }
   const uniform = await pgbench(
     `create_order, ${uniformProducts} uniform products`,
