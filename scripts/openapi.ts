@@ -256,6 +256,11 @@ const ERROR_EXAMPLES: Record<string, unknown> = {
   payment_provider_not_configured: errorExample("payment_provider_not_configured", "SumUp is not configured."),
   temporarily_unavailable: errorExample("temporarily_unavailable", "The service is busy; retry shortly."),
   invalid_signature: errorExample("invalid_signature", "The Stripe-Signature header is missing, invalid or too old."),
+  transaction_code_reused: errorExample(
+    "transaction_code_reused",
+    "This SumUp transaction code already paid another order; check the receipt.",
+    { transaction_code: "TX7QK2M9", order_id: "5b9e2d71-0c4a-4f3e-8d6b-2a1c9e7f4d30" },
+  ),
 };
 
 // ============================================================================================================
@@ -321,6 +326,13 @@ const HANDLER_ERRORS: ErrorEntry[] = [
     status: 503,
     meaning: "sumup-webhook: SUMUP_API_KEY is not set on this deployment, so no notification can be verified.",
     source: "sumup-webhook (_shared/sumup.ts)",
+  },
+  {
+    code: "transaction_code_reused",
+    status: 409,
+    meaning: "orders-instore: the SumUp transaction code already paid another order (`details.order_id` names " +
+      "it); a code pays one order only. Nothing was changed: check the receipt.",
+    source: "orders-instore",
   },
   {
     code: "invalid_signature",
@@ -873,7 +885,9 @@ async function operations(): Promise<Operation[]> {
       description: "Staff confirm a card payment seen on the SumUp terminal (with the transaction code from the " +
         "receipt; the amount is the order's own total) or cancel an order, releasing its stock. Audited with the " +
         "staff user as actor and the request's correlation id. The engine guards the transition: once only, " +
-        "and only from an unpaid state (409 `invalid_transition` otherwise).",
+        "and only from an unpaid state (409 `invalid_transition` otherwise). A transaction code pays one order: " +
+        "confirming the same order again with it answers `already_paid`, another order with it 409 " +
+        "`transaction_code_reused`.",
       security: ["staffJwt", "serviceRoleKey"],
       who: "staff: a user JWT whose `app_metadata.role` is staff or admin (or the service role)",
       requestBody: {
@@ -906,7 +920,7 @@ async function operations(): Promise<Operation[]> {
         403: ["forbidden"],
         404: ["order_not_found"],
         405: ["method_not_allowed"],
-        409: ["invalid_transition"],
+        409: ["invalid_transition", "transaction_code_reused"],
         ...common,
       },
       framed: true,

@@ -18,7 +18,13 @@ export const confirmInput = z.strictObject({
     .min(1, "transaction_code is required: the code on the SumUp receipt.")
     .max(64)
     .regex(/^[A-Za-z0-9_-]+$/, "transaction_code may hold letters, digits, '-' and '_' only.")
-    .describe("The SumUp transaction code printed on the receipt; stored as the order's payment reference."),
+    // SumUp prints its codes in capitals; one spelling per code, so a code typed in lower case is still the same
+    // code when the door checks that it pays one order only.
+    .toUpperCase()
+    .describe(
+      "The SumUp transaction code printed on the receipt (case does not matter; stored in capitals) as the " +
+        "order's payment reference. A code pays one order: one that already paid another order is refused (409).",
+    ),
 }).describe("Mark the order paid: staff saw the card payment of the order's total succeed on the terminal.");
 
 /** Cancel the order and release its reserved stock. */

@@ -253,10 +253,12 @@ test("contract: orders-get 200 for the customer (GET) and staff (POST), 404 for 
 test("contract: orders-instore confirm and cancel 200, 403, 404, 409, 400", async () => {
   const product = await makeProduct(sql, { stock: 5 });
   const staff = await userJwt({ staffRole: "admin" });
+  // A code of its own: a transaction code pays one order only, and the database may hold earlier runs' orders.
+  const code = `TXCONTRACT${crypto.randomUUID().slice(0, 8).toUpperCase()}`;
   const first = await makeOrder(sql, [{ product_id: product.id, quantity: 1 }]);
   const paid = await call("orders-instore", {
     token: staff.token,
-    body: { action: "confirm", order_id: first.id, transaction_code: "TXCONTRACT1" },
+    body: { action: "confirm", order_id: first.id, transaction_code: code },
   });
   assert.equal(paid.status, 200);
   assert.equal(paid.body.result, "paid");
@@ -282,6 +284,14 @@ test("contract: orders-instore confirm and cancel 200, 403, 404, 409, 400", asyn
   const late = await call("orders-instore", { token: staff.token, body: { action: "cancel", order_id: first.id } });
   assert.equal(late.status, 409);
   assert.equal(late.body.error.code, "invalid_transition");
+  const third = await makeOrder(sql, [{ product_id: product.id, quantity: 1 }]);
+  const reused = await call("orders-instore", {
+    token: staff.token,
+    body: { action: "confirm", order_id: third.id, transaction_code: code },
+  });
+  assert.equal(reused.status, 409);
+  assert.equal(reused.body.error.code, "transaction_code_reused");
+  assert.equal(reused.body.error.details.order_id, first.id);
   assert.equal((await call("orders-instore", { token: staff.token, body: { action: "refund" } })).status, 400);
   assert.equal(
     (await call("orders-instore", { token: null, body: { action: "cancel", order_id: second.id } })).status,

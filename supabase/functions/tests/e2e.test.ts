@@ -220,21 +220,23 @@ e2e("e2e in store, paid: staff confirm the card payment with orders-instore, sto
   // Staff saw the terminal accept the card and confirm it with the receipt's transaction code.
   const staffJwt = await userJwt({ staffRole: "staff" });
   const staff = client(url, staffJwt.token);
+  // A code of its own: a transaction code pays one order only, and the database may hold earlier runs' orders.
+  const code = `TX-${crypto.randomUUID().slice(0, 8).toUpperCase()}`;
   const confirmed = await staff.functions.invoke("orders-instore", {
-    body: { action: "confirm", order_id: orderId, transaction_code: "TX-8F3K2" },
+    body: { action: "confirm", order_id: orderId, transaction_code: code },
   });
   assert.equal(confirmed.error, null, `orders-instore failed: ${statusOf(confirmed.error)}`);
   assert.equal(confirmed.data.result, "paid");
   assert.equal(confirmed.data.order.status, "paid");
   // A second tap of the button changes nothing.
   const twice = await staff.functions.invoke("orders-instore", {
-    body: { action: "confirm", order_id: orderId, transaction_code: "TX-8F3K2" },
+    body: { action: "confirm", order_id: orderId, transaction_code: code },
   });
   assert.equal(twice.data.result, "already_paid");
 
   const row = await orderRow(sql, orderId);
   assert.equal(row.status, "paid");
-  assert.equal(row.provider_payment_ref, "TX-8F3K2");
+  assert.equal(row.provider_payment_ref, code);
   assert.deepEqual(await stockOf(sql, lamp.id), { onHand: 1, reserved: 0 });
   const [{ actor }] = await sql`select actor from private.order_status_history
                                 where order_id = ${orderId}::uuid and to_status = 'paid'`;

@@ -53,7 +53,8 @@ async function inStoreOrder(sql: postgres.Sql) {
 test("instore_confirm: staff confirm with the transaction code; paid, stock deducted, actor staff:<uid>", async (sql) => {
   const { product, order } = await inStoreOrder(sql);
   const staff = await userJwt({ staffRole: "staff" });
-  const res = await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: "TX42ABC" }, {
+  const code = freshCode();
+  const res = await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: code }, {
     "x-correlation-id": "test-confirm-1",
   });
   assert.equal(res.status, 200);
@@ -62,7 +63,7 @@ test("instore_confirm: staff confirm with the transaction code; paid, stock dedu
   assert.equal(body.result, "paid");
   assert.equal(body.order.id, order.id);
   assert.equal(body.order.status, "paid");
-  assert.equal(body.order.provider_payment_ref, "TX42ABC");
+  assert.equal(body.order.provider_payment_ref, code);
 
   assert.deepEqual(await stockOf(sql, product.id), { onHand: 3, reserved: 0 });
   const paid = (await historyOf(sql, order.id)).filter((h) => h.to_status === "paid");
@@ -71,10 +72,93 @@ test("instore_confirm: staff confirm with the transaction code; paid, stock dedu
   assert.equal(paid[0].correlation_id, "test-confirm-1");
 
   // Pressing the button twice changes nothing.
-  const again = await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: "TX42ABC" });
+  const again = await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: code });
   assert.equal(again.status, 200);
   assert.equal((await again.json()).result, "already_paid");
   assert.deepEqual(await stockOf(sql, product.id), { onHand: 3, reserved: 0 });
+});
+
+/** A transaction code no other test uses. */
+function freshCode(): string {
+  return `TX${crypto.randomUUID().replaceAll("-", "").slice(0, 12).toUpperCase()}`;
+}
+
+async function confirm(token: string, orderId: string, code: string) {
+  const res = await call(token, { action: "confirm", order_id: orderId, transaction_code: code });
+  return { status: res.status, body: await res.json() };
+}
+
+test("instore_code_reused: a transaction code that paid one order is refused for another (409), nothing changes", async (sql) => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const { product, order: first } = await inStoreOrder(sql);
+  const second = await makeOrder(sql, [{ product_id: product.id, quantity: 1 }]);
+  const code = freshCode();
+  assert.equal((await confirm(staff.token, first.id, code)).body.result, "paid");
+  const stockAfterFirst = await stockOf(sql, product.id);
+
+  // The same code typed again for another order, as it is or in lower case.
+  for (const typed of [code, code.toLowerCase()]) {
+    const reused = await confirm(staff.token, second.id, typed);
+    assert.equal(reused.status, 409);
+    assert.equal(reused.body.error.code, "transaction_code_reused");
+    assert.deepEqual(reused.body.error.details, { transaction_code: code, order_id: first.id });
+  }
+  assert.equal((await orderRow(sql, second.id)).status, "awaiting_instore_payment");
+  assert.equal((await historyOf(sql, second.id)).filter((h) => h.to_status === "paid").length, 0);
+  assert.deepEqual(await stockOf(sql, product.id), stockAfterFirst);
+
+  // The first order confirmed again with its code stays idempotent; the second one pays with its own code.
+  assert.equal((await confirm(staff.token, first.id, code)).body.result, "already_paid");
+  assert.equal((await confirm(staff.token, first.id, code.toLowerCase())).body.result, "already_paid");
+  assert.equal((await confirm(staff.token, second.id, freshCode())).body.result, "paid");
+  const events = await sql`
+    select order_id from private.payment_events where provider = 'sumup' and event_id = ${`txn:${code}`}`;
+  assert.deepEqual(events.map((e) => e.order_id), [first.id]);
+});
+
+test("instore_code_reused: a code SumUp reported through the webhook cannot confirm another order", async (sql) => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const { order: paidByWebhook, product } = await inStoreOrder(sql);
+  const code = freshCode();
+  // What sumup-webhook does with a PAID checkout: the transaction code becomes the order's payment reference.
+  await sql`select public.mark_paid(${paidByWebhook.id}::uuid, 'sumup', ${code}, ${paidByWebhook.total}::bigint, 'EUR')`;
+  const other = await makeOrder(sql, [{ product_id: product.id, quantity: 1 }]);
+  const reused = await confirm(staff.token, other.id, code);
+  assert.equal(reused.status, 409);
+  assert.equal(reused.body.error.code, "transaction_code_reused");
+  assert.equal(reused.body.error.details.order_id, paidByWebhook.id);
+  assert.equal((await orderRow(sql, other.id)).status, "awaiting_instore_payment");
+});
+
+test("instore_code_reused: two orders confirmed at once with one code: one is paid, the other refused", async (sql) => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const product = await makeProduct(sql, { price: 1000, taxBp: 1900, stock: 10 });
+  const orders = await Promise.all([1, 2, 3].map(() => makeOrder(sql, [{ product_id: product.id, quantity: 1 }])));
+  const code = freshCode();
+  const answers = await Promise.all(orders.map((o) => confirm(staff.token, o.id, code)));
+  const paid = answers.filter((a) => a.status === 200);
+  const refused = answers.filter((a) => a.status === 409);
+  assert.equal(paid.length, 1, JSON.stringify(answers.map((a) => a.status)));
+  assert.equal(paid[0].body.result, "paid");
+  assert.equal(refused.length, 2);
+  for (const r of refused) assert.equal(r.body.error.code, "transaction_code_reused");
+  const statuses = await Promise.all(orders.map(async (o) => (await orderRow(sql, o.id)).status));
+  assert.deepEqual(statuses.filter((s) => s === "paid"), ["paid"]);
+  // One unit sold, two still reserved for the unpaid orders.
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 9, reserved: 2 });
+});
+
+test("instore_code_reused: confirming a paid order with another code changes nothing and claims no code", async (sql) => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const { product, order } = await inStoreOrder(sql);
+  const [code, stray] = [freshCode(), freshCode()];
+  assert.equal((await confirm(staff.token, order.id, code)).body.result, "paid");
+  const again = await confirm(staff.token, order.id, stray);
+  assert.equal(again.body.result, "already_paid");
+  assert.equal(again.body.order.provider_payment_ref, code);
+  // The stray code was not used for a payment, so it stays free for the order it belongs to.
+  const other = await makeOrder(sql, [{ product_id: product.id, quantity: 1 }]);
+  assert.equal((await confirm(staff.token, other.id, stray)).body.result, "paid");
 });
 
 test("instore_cancel: an admin cancels; stock released, reason and actor in the history", async (sql) => {
@@ -101,7 +185,7 @@ test("instore_transitions: the engine's rules hold: a paid order cannot be cance
   const staff = await userJwt({ staffRole: "staff" });
   const { order } = await inStoreOrder(sql);
   assert.equal(
-    (await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: "T1" })).status,
+    (await call(staff.token, { action: "confirm", order_id: order.id, transaction_code: freshCode() })).status,
     200,
   );
   const cancelPaid = await call(staff.token, { action: "cancel", order_id: order.id });
@@ -119,7 +203,7 @@ test("instore_paid_out_of_stock: a payment confirmed after cancel, with the stoc
   assert.equal((await call(staff.token, { action: "cancel", order_id: first.id })).status, 200);
   // The released units are sold to someone else before the first customer's card payment is confirmed.
   await makeOrder(sql, [{ product_id: product.id, quantity: 2 }]);
-  const res = await call(staff.token, { action: "confirm", order_id: first.id, transaction_code: "TLATE1" });
+  const res = await call(staff.token, { action: "confirm", order_id: first.id, transaction_code: freshCode() });
   assert.equal(res.status, 200);
   const body = await res.json();
   assert.equal(body.result, "paid_out_of_stock");
@@ -132,7 +216,7 @@ test("instore_wrong_channel: confirming an online (Stripe) order as a SumUp paym
   const staff = await userJwt({ staffRole: "staff" });
   const product = await makeProduct(sql, { stock: 2 });
   const online = await makeOrder(sql, [{ product_id: product.id, quantity: 1 }], { method: "stripe" });
-  const res = await call(staff.token, { action: "confirm", order_id: online.id, transaction_code: "T9" });
+  const res = await call(staff.token, { action: "confirm", order_id: online.id, transaction_code: freshCode() });
   assert.equal(res.status, 400);
   assert.equal((await res.json()).error.code, "invalid_request");
   assert.equal((await orderRow(sql, online.id)).status, "awaiting_payment");
@@ -232,7 +316,7 @@ test("instore_gateway: staff confirm through supabase-js; a customer gets 403 th
       global: { headers: { Authorization: `Bearer ${staff.token}` } },
     });
     const { data, error } = await asStaff.functions.invoke("orders-instore", {
-      body: { action: "confirm", order_id: order.id, transaction_code: "TGW1" },
+      body: { action: "confirm", order_id: order.id, transaction_code: freshCode() },
     });
     assert.equal(error, null);
     assert.equal(data.result, "paid");

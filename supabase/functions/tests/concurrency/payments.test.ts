@@ -325,7 +325,9 @@ test("SumUp notifications (5 at once) racing the staff confirming the same in-st
         assert.equal(created.status, 201, JSON.stringify(body));
         const checkoutId = body.sumup_checkout_id as string;
         assert.ok(checkoutId, "the order has its SumUp checkout");
-        sumup.pay(checkoutId, { transactionCode: `TX${i}RACE` });
+        // A code of its own per order (a transaction code pays one order only; the database may hold earlier runs).
+        const code = `TX${i}RACE${crypto.randomUUID().slice(0, 8).toUpperCase()}`;
+        sumup.pay(checkoutId, { transactionCode: code });
 
         // SumUp notifies (several times, as it retries), while staff press "confirm" on the same payment.
         const notify = () =>
@@ -338,7 +340,7 @@ test("SumUp notifications (5 at once) racing the staff confirming the same in-st
           fetch(`${gw.url}/functions/v1/orders-instore`, {
             method: "POST",
             headers: { authorization: `Bearer ${staff}`, "content-type": "application/json" },
-            body: JSON.stringify({ action: "confirm", order_id: body.order.id, transaction_code: `TX${i}RACE` }),
+            body: JSON.stringify({ action: "confirm", order_id: body.order.id, transaction_code: code }),
           }).then(async (r) => ({ status: r.status, body: await r.json() }));
         const results = await race([notify, notify, confirm, notify, notify, notify]);
         const outcomes = results.map((r) => {
