@@ -8,13 +8,17 @@ import { createClient } from "@supabase/supabase-js";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
 import { breakerState, resetProviderPolicies } from "../_shared/resilience.ts";
-import { handler } from "../orders-create/handler.ts";
+import { handler as rawHandler } from "../orders-create/handler.ts";
 import { sessionIdempotencyKey } from "../orders-create/checkout.ts";
 import { requestHash } from "../orders-create/request-hash.ts";
 import { startFakeStripe } from "./fakes/stripe-server.ts";
 import { startFakeSumUp } from "./fakes/sumup-server.ts";
 import { ANON_KEY } from "./support/keys.ts";
 import { makeProduct, movementsOf, orderRow, stockOf, testSql, userJwt } from "./support/shop.ts";
+import { contractFetch, withContract } from "./support/contract.ts";
+
+// Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
+const handler = withContract("orders-create", rawHandler);
 
 const sql = testSql();
 const stripe = startFakeStripe();
@@ -630,7 +634,10 @@ test("gateway: supabase-js invoke with the anon key creates a Stripe order; no J
   const mug = await makeProduct(sql, { stock: 2 });
   const gw = await startGateway();
   try {
-    const supabase = createClient(gw.url, ANON_KEY, { auth: { persistSession: false } });
+    const supabase = createClient(gw.url, ANON_KEY, {
+      auth: { persistSession: false },
+      global: { fetch: contractFetch },
+    });
     const { data, error } = await supabase.functions.invoke("orders-create", {
       body: stripeBody([{ product_id: mug.id, quantity: 1 }]),
       headers: { "Idempotency-Key": crypto.randomUUID() },
@@ -640,7 +647,7 @@ test("gateway: supabase-js invoke with the anon key creates a Stripe order; no J
     assert.match(data.checkout_url, /cs_test_/);
     assert.deepEqual(await stockOf(sql, mug.id), { onHand: 2, reserved: 1 });
 
-    const bare = await fetch(`${gw.url}/functions/v1/orders-create`, { method: "POST", body: "{}" });
+    const bare = await contractFetch(`${gw.url}/functions/v1/orders-create`, { method: "POST", body: "{}" });
     assert.equal(bare.status, 401);
     await bare.body?.cancel();
   } finally {

@@ -7,9 +7,13 @@ import { createClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
-import { handler } from "../orders-get/handler.ts";
+import { handler as rawHandler } from "../orders-get/handler.ts";
 import { ANON_KEY, SERVICE_ROLE_KEY } from "./support/keys.ts";
 import { makeOrder, makeProduct, testSql, userJwt, withEnv } from "./support/shop.ts";
+import { contractFetch, withContract } from "./support/contract.ts";
+
+// Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
+const handler = withContract("orders-get", rawHandler);
 
 function test(name: string, fn: (sql: postgres.Sql) => Promise<void>): void {
   Deno.test({
@@ -152,7 +156,7 @@ test("orders_get_gateway: supabase-js invoke (POST) with the customer's session 
   try {
     const supabase = createClient(gw.url, ANON_KEY, {
       auth: { persistSession: false },
-      global: { headers: { Authorization: `Bearer ${customer.token}` } },
+      global: { fetch: contractFetch, headers: { Authorization: `Bearer ${customer.token}` } },
     });
     const { data, error } = await supabase.functions.invoke("orders-get", { body: { id: order.id } });
     assert.equal(error, null);
@@ -164,7 +168,7 @@ test("orders_get_gateway: supabase-js invoke (POST) with the customer's session 
     assert.equal(getError, null);
     assert.equal(viaGet.order.id, order.id);
 
-    const anon = createClient(gw.url, ANON_KEY, { auth: { persistSession: false } });
+    const anon = createClient(gw.url, ANON_KEY, { auth: { persistSession: false }, global: { fetch: contractFetch } });
     const denied = await anon.functions.invoke("orders-get", { body: { id: order.id } });
     assert.equal((denied.error as { context: Response }).context.status, 404);
   } finally {

@@ -4,9 +4,13 @@ import { createClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
-import { handler } from "../orders-instore/handler.ts";
+import { handler as rawHandler } from "../orders-instore/handler.ts";
 import { ANON_KEY, SERVICE_ROLE_KEY } from "./support/keys.ts";
 import { historyOf, makeOrder, makeProduct, orderRow, stockOf, testSql, userJwt, withEnv } from "./support/shop.ts";
+import { contractFetch, withContract } from "./support/contract.ts";
+
+// Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
+const handler = withContract("orders-instore", rawHandler);
 
 function test(name: string, fn: (sql: postgres.Sql) => Promise<void>): void {
   Deno.test({
@@ -313,7 +317,7 @@ test("instore_gateway: staff confirm through supabase-js; a customer gets 403 th
     const staff = await userJwt({ staffRole: "staff" });
     const asStaff = createClient(gw.url, ANON_KEY, {
       auth: { persistSession: false },
-      global: { headers: { Authorization: `Bearer ${staff.token}` } },
+      global: { fetch: contractFetch, headers: { Authorization: `Bearer ${staff.token}` } },
     });
     const { data, error } = await asStaff.functions.invoke("orders-instore", {
       body: { action: "confirm", order_id: order.id, transaction_code: freshCode() },
@@ -325,7 +329,7 @@ test("instore_gateway: staff confirm through supabase-js; a customer gets 403 th
     const customer = await userJwt();
     const asCustomer = createClient(gw.url, ANON_KEY, {
       auth: { persistSession: false },
-      global: { headers: { Authorization: `Bearer ${customer.token}` } },
+      global: { fetch: contractFetch, headers: { Authorization: `Bearer ${customer.token}` } },
     });
     const denied = await asCustomer.functions.invoke("orders-instore", {
       body: { action: "cancel", order_id: order.id },

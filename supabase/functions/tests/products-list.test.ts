@@ -7,9 +7,13 @@ import { createClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
-import { handler, matchesIfNoneMatch } from "../products-list/handler.ts";
+import { handler as rawHandler, matchesIfNoneMatch } from "../products-list/handler.ts";
 import { ANON_KEY } from "./support/keys.ts";
 import { makeOrder, makeProduct, testSql, uniqueSku, userJwt, withEnv } from "./support/shop.ts";
+import { contractFetch, withContract } from "./support/contract.ts";
+
+// Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
+const handler = withContract("products-list", rawHandler);
 
 function test(name: string, fn: (sql: postgres.Sql) => Promise<void>, env: Record<string, string> = {}): void {
   Deno.test({
@@ -162,7 +166,10 @@ test("products_list_gateway: supabase-js reads the catalogue with the anon key (
   const product = await makeProduct(sql, { sku: `zz${uniqueSku()}`, stock: 4 });
   const gw = await startGateway();
   try {
-    const supabase = createClient(gw.url, ANON_KEY, { auth: { persistSession: false } });
+    const supabase = createClient(gw.url, ANON_KEY, {
+      auth: { persistSession: false },
+      global: { fetch: contractFetch },
+    });
     const { data, error } = await supabase.functions.invoke("products-list?limit=100", { method: "GET" });
     assert.equal(error, null);
     assert.ok(Array.isArray(data.items));
@@ -170,7 +177,7 @@ test("products_list_gateway: supabase-js reads the catalogue with the anon key (
     assert.equal(viaPost.error, null);
     assert.deepEqual(viaPost.data, data);
     // The gateway refuses a call without a valid JWT (verify_jwt = true).
-    const res = await fetch(`${gw.url}/functions/v1/products-list`);
+    const res = await contractFetch(`${gw.url}/functions/v1/products-list`);
     assert.equal(res.status, 401);
     await res.body?.cancel();
     void product;

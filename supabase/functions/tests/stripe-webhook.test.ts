@@ -6,8 +6,12 @@ import assert from "node:assert/strict";
 import Stripe from "stripe";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
-import { handler } from "../stripe-webhook/handler.ts";
+import { handler as rawHandler } from "../stripe-webhook/handler.ts";
 import { historyOf, makeOrder, makeProduct, orderRow, stockOf, testSql } from "./support/shop.ts";
+import { contractFetch, withContract } from "./support/contract.ts";
+
+// Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
+const handler = withContract("stripe-webhook", rawHandler);
 
 const sql = testSql();
 const SECRET = "whsec_stockhold_test_secret";
@@ -335,7 +339,7 @@ test("gateway: Stripe's call without a JWT reaches the function (verify_jwt = fa
   });
   const gw = await startGateway();
   try {
-    const res = await fetch(`${gw.url}/functions/v1/stripe-webhook`, {
+    const res = await contractFetch(`${gw.url}/functions/v1/stripe-webhook`, {
       method: "POST",
       headers: { "content-type": "application/json", "stripe-signature": signature },
       body: payload,

@@ -9,10 +9,14 @@ import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
 import { resetProviderPolicies } from "../_shared/resilience.ts";
 import { createCheckout, currencyExponent, getCheckout, toMajorUnits, toMinorUnits } from "../_shared/sumup.ts";
-import { handler } from "../sumup-webhook/handler.ts";
+import { handler as rawHandler } from "../sumup-webhook/handler.ts";
 import { type FakeSumUp, startFakeSumUp } from "./fakes/sumup-server.ts";
 import { ANON_KEY } from "./support/keys.ts";
 import { historyOf, makeOrder, makeProduct, movementsOf, orderRow, stockOf, testSql, withEnv } from "./support/shop.ts";
+import { contractFetch, withContract } from "./support/contract.ts";
+
+// Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
+const handler = withContract("sumup-webhook", rawHandler);
 
 const MERCHANT = "MTEST0001";
 
@@ -404,7 +408,7 @@ test("sumup_gateway: the notification needs no JWT through the gateway; supabase
   sumup.pay(checkout.id);
   const gw = await startGateway();
   try {
-    const res = await fetch(`${gw.url}/functions/v1/sumup-webhook`, {
+    const res = await contractFetch(`${gw.url}/functions/v1/sumup-webhook`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id }),
@@ -413,7 +417,10 @@ test("sumup_gateway: the notification needs no JWT through the gateway; supabase
     assert.deepEqual(await res.json(), { received: true, outcome: "paid" });
     assert.deepEqual(await stockOf(sql, product.id), { onHand: 3, reserved: 0 });
 
-    const supabase = createClient(gw.url, ANON_KEY, { auth: { persistSession: false } });
+    const supabase = createClient(gw.url, ANON_KEY, {
+      auth: { persistSession: false },
+      global: { fetch: contractFetch },
+    });
     const { data, error } = await supabase.functions.invoke("sumup-webhook", {
       body: { event_type: "CHECKOUT_STATUS_CHANGED", id: checkout.id },
     });

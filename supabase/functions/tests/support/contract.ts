@@ -186,10 +186,15 @@ export function withContract<H extends (req: Request, ...rest: never[]) => Promi
   return (async (req: Request, ...rest: never[]) => checkResponse(fn, req.method, await handler(req, ...rest))) as H;
 }
 
-/** fetch() for calls through the gateway (`.../functions/v1/<name>`), checking the answer against the contract. */
-export async function contractFetch(input: string | URL, init: RequestInit = {}): Promise<Response> {
-  const url = new URL(input);
+/**
+ * fetch() for calls through the gateway (`.../functions/v1/<name>`), checking the answer against the contract.
+ * It has fetch's own signature, so it can also be handed to supabase-js: `createClient(url, key, { global:
+ * { fetch: contractFetch } })` checks every answer `functions.invoke` receives.
+ */
+export async function contractFetch(input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> {
+  const url = new URL(input instanceof Request ? input.url : input);
   const fn = /\/functions\/v1\/([a-z0-9_-]+)/.exec(url.pathname)?.[1];
   if (!fn) throw new Error(`${url} is not a function URL`);
-  return await checkResponse(fn, init.method ?? "GET", await fetch(url, init));
+  const method = init.method ?? (input instanceof Request ? input.method : "GET");
+  return await checkResponse(fn, method, await fetch(input, init));
 }
