@@ -33,6 +33,7 @@ declare
   v_expiries timestamptz[];
   v_product_ids uuid[];
   v_location_ids smallint[];
+  v_on_held bigint[];
   v_close bigint[];
   v_order_ids uuid[];
 begin
@@ -60,14 +61,21 @@ begin
   last_at := v_expiries[fetched];
   last_id := v_ids[fetched];
 
+  -- 1. the stock rows of the batch that nobody else holds
+  select array_agg(b.id)
+  into v_on_held
+  from unnest(v_ids, v_product_ids, v_location_ids) as b (id, product_id, location_id)
+  join private.lock_stock(v_product_ids, v_location_ids, true) h
+    on h.product_id = b.product_id and h.location_id = b.location_id;
+
+  -- 2. the reservations on those rows. Locking statements keep to cheap conditions: a row changed by a
+  -- concurrent transaction is re-checked (EvalPlanQual) with every condition of the statement.
   select array_agg(r.id), array_agg(distinct r.order_id)
   into v_close, v_order_ids
   from (
     select r.id, r.order_id
     from private.reservations r
-    join private.lock_stock(v_product_ids, v_location_ids, true) h
-      on h.product_id = r.product_id and h.location_id = r.location_id
-    where r.id = any (v_ids)
+    where r.id = any (v_on_held)
       and r.status = 'active'
       and r.expires_at <= p_now
     for no key update of r skip locked
@@ -75,8 +83,8 @@ begin
 
   released := private.close_reservations(v_close, 'expired', p_now);
 
-  -- their orders, now holding nothing, expire with them (two statements: an IN (subquery) UPDATE is planned
-  -- as a scan of all orders)
+  -- 3. their orders, now holding nothing, expire with them (locked first, then checked; an order being paid or
+  -- cancelled right now is skipped)
   select array_agg(e.id)
   into v_order_ids
   from (
@@ -84,14 +92,14 @@ begin
     from public.orders e
     where e.id = any (v_order_ids)
       and e.status in ('awaiting_instore_payment', 'awaiting_payment')
-      and e.reservation_expires_at <= p_now
-      and not exists (select 1 from private.reservations r where r.order_id = e.id and r.status = 'active')
     for no key update skip locked
   ) e;
 
   update public.orders o
   set status = 'expired', expired_at = p_now
-  where o.id = any (v_order_ids);
+  where o.id = any (v_order_ids)
+    and o.reservation_expires_at <= p_now
+    and not exists (select 1 from private.reservations r where r.order_id = o.id and r.status = 'active');
 end
 $$;
 
@@ -111,12 +119,15 @@ declare
   v_after_at timestamptz := '-infinity'::timestamptz;
   v_after_id uuid := '00000000-0000-0000-0000-000000000000'::uuid;
   v_order_ids uuid[];
+  v_locked uuid[];
   v_expiries timestamptz[];
   v_fetched integer;
+  v_updated integer;
   v_expired integer := 0;
   v_batches integer := 0;
 begin
   loop
+    -- candidates, read without locks (the full condition, including the anti-join, is cheap here)
     select array_agg(e.id order by e.reservation_expires_at, e.id),
            array_agg(e.reservation_expires_at order by e.reservation_expires_at, e.id),
            count(*)
@@ -130,15 +141,25 @@ begin
         and not exists (select 1 from private.reservations r where r.order_id = o.id and r.status = 'active')
       order by o.reservation_expires_at, o.id
       limit p_batch_size
-      for no key update skip locked
     ) e;
 
     exit when v_fetched = 0;
 
+    -- then lock with cheap conditions only (a concurrently changed row is re-checked with all of them), skip
+    -- what a payment or a cancel holds, and re-check before the update
+    select array_agg(e.id) into v_locked
+    from (
+      select o.id from public.orders o
+      where o.id = any (v_order_ids) and o.status in ('awaiting_instore_payment', 'awaiting_payment')
+      for no key update skip locked
+    ) e;
+
     update public.orders o
     set status = 'expired', expired_at = p_now
-    where o.id = any (v_order_ids);
-    v_expired := v_expired + v_fetched;
+    where o.id = any (v_locked)
+      and not exists (select 1 from private.reservations r where r.order_id = o.id and r.status = 'active');
+    get diagnostics v_updated = row_count;
+    v_expired := v_expired + v_updated;
     v_batches := v_batches + 1;
 
     exit when v_fetched < p_batch_size or v_batches >= coalesce(p_max_batches, v_batches + 1);
