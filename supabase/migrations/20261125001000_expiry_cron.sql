@@ -5,10 +5,12 @@
 -- Why: releases lapsed reservations and expires unpaid orders within a minute of their time (sales do not wait
 -- for it: availability already treats lapsed reservations as free). Its runs appear in cron.job_run_details,
 -- and the rows it writes carry actor 'cron' (pg_cron connects with application_name 'pg_cron').
+-- It CALLs the procedure, which commits after every batch: a large backlog (after downtime, after a flash sale)
+-- then locks each stock row for one batch, not for the whole sweep, so buyers are never held up by it.
 select cron.schedule(
   'stockhold-expire-reservations',
   '* * * * *',
-  'select public.expire_reservations()'
+  'call public.sweep_reservations()'
 );
 
 -- Why: the sweep runs 1440 times a day; keep a week of its run details for diagnosis, no more.

@@ -54,7 +54,7 @@ comment on view admin.reservations_expiring_soon is 'Active reservations expirin
 -- ============================================================================================================
 -- sweep_runs
 -- ============================================================================================================
--- Why: the reservation sweep (pg_cron job running public.expire_reservations) is what returns lapsed stock to
+-- Why: the reservation sweep (pg_cron job calling public.sweep_reservations) is what returns lapsed stock to
 -- sale and expires unpaid orders; its runs are in cron.job_run_details. pg_cron's row-level security shows a
 -- role only the jobs it scheduled (username = current_user), so this reads them as its owner, the role that
 -- applied the migrations and scheduled the job, and gives service_role the sweep's rows and nothing else.
@@ -79,13 +79,13 @@ as $$
          d.end_time - d.start_time
   from cron.job_run_details d
   join cron.job j on j.jobid = d.jobid
-  where j.command ilike '%expire_reservations(%'
+  where j.command ~* '(expire|sweep)_reservations\('
     and d.start_time >= p_since
   order by d.start_time desc, d.runid desc
 $$;
 
 comment on function admin.sweep_runs(timestamptz) is
-  'Runs of the reservation sweep (pg_cron jobs calling expire_reservations) since p_since, newest first.';
+  'Runs of the reservation sweep (pg_cron jobs calling sweep_reservations or expire_reservations) since p_since, newest first.';
 
 -- ============================================================================================================
 -- sweep_status
@@ -144,7 +144,7 @@ as $$
     from cron.job_run_details d
     where d.jobid = j.jobid and d.start_time > p_now - p_window and d.start_time <= p_now
   ) w
-  where j.command ilike '%expire_reservations(%'
+  where j.command ~* '(expire|sweep)_reservations\('
   order by j.jobid
 $$;
 
@@ -228,7 +228,7 @@ as $$
   from admin.reconciliation_differences d
   union all
   select 'sweep_missing', 'critical', 'expire_reservations',
-         jsonb_build_object('hint', 'no active pg_cron job runs public.expire_reservations()'), null
+         jsonb_build_object('hint', 'no active pg_cron job runs public.sweep_reservations() or public.expire_reservations()'), null
   where not exists (select 1 from admin.sweep_status(p_now, p_window) s where s.active)
   union all
   select 'sweep_failed', 'critical', coalesce(s.jobname, s.jobid::text),

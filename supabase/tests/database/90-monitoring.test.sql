@@ -86,8 +86,8 @@ select results_eq(
   'service_role reads the monitoring views');
 select ok(
   (select row_count from role_probe where who = 'service_role' and what = 'sweep_health')
-    = (select count(*) from cron.job where command ilike '%expire_reservations(%')
-  and (select count(*) from cron.job where command ilike '%expire_reservations(%') > 0,
+    = (select count(*) from cron.job where command ~* '(expire|sweep)_reservations\(')
+  and (select count(*) from cron.job where command ~* '(expire|sweep)_reservations\(') > 0,
   'through sweep_health, service_role sees the sweep jobs that pg_cron''s row security would hide from it');
 select is(
   (select outcome from role_probe where who = 'anon'), 'denied', 'anon cannot read admin.active_alerts');
@@ -251,12 +251,12 @@ select is_empty(
   $$ select * from admin.alerts((select t0 + interval '30 minutes' from sweep_fx)) where subject = 'monitoring-test-sweep' $$,
   'alerts: a sweep job switched off raises nothing of its own');
 
-update cron.job set active = false where command ilike '%expire_reservations(%';
+update cron.job set active = false where command ~* '(expire|sweep)_reservations\(';
 select is(
   (select count(*)::int from admin.alerts() where alert = 'sweep_missing'),
   1,
   'alerts: with no active sweep job at all, sweep_missing fires');
-update cron.job set active = true where command ilike '%expire_reservations(%' and jobname <> 'monitoring-test-sweep';
+update cron.job set active = true where command ~* '(expire|sweep)_reservations\(' and jobname <> 'monitoring-test-sweep';
 select is(
   (select count(*)::int from admin.alerts() where alert = 'sweep_missing'),
   0,
