@@ -7,7 +7,7 @@
  * The concurrency, fault and end-to-end suites call {@link checkInvariants} after they have run; operators run
  * it from the command line:
  *
- *   npm run check                              # SUPABASE_DB_URL
+ *   npm run check                              # SUPABASE_DB_URL, else the local dev database
  *   npm run check -- postgresql://...          # another database
  *
  * Exit code 0 and "all invariants hold" when nothing is wrong; 1 and one line per problem otherwise; 2 when the
@@ -416,7 +416,9 @@ export function formatProblems(problems: Problem[]): string {
 }
 
 if (import.meta.main) {
-  const url = Deno.args.find((a) => !a.startsWith("-")) ?? Deno.env.get("SUPABASE_DB_URL");
+  // Default: the local dev stack's database (npm start), like the Supabase CLI's local defaults.
+  const url = Deno.args.find((a) => !a.startsWith("-")) ?? Deno.env.get("SUPABASE_DB_URL") ??
+    "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
   if (!url) {
     console.error("usage: deno run -A scripts/check.ts [postgresql://...]   (or set SUPABASE_DB_URL)");
     Deno.exit(2);
