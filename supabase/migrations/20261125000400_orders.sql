@@ -192,56 +192,6 @@ create trigger orders_status_changed
 -- ============================================================================================================
 -- Order JSON
 -- ============================================================================================================
--- Why: one shape for every entry point that returns an order (create_order, mark_paid, cancel_order, ...).
--- Runs as the calling engine function (owner), so it sees every order; get_order below has its own
--- RLS-bound copy of the same shape.
-create function private.order_json(p_order_id uuid)
-returns jsonb
-language sql
-stable
-set search_path = ''
-as $$
-  select jsonb_build_object(
-    'id', o.id,
-    'status', o.status,
-    'payment_method', o.payment_method,
-    'currency', o.currency,
-    'subtotal', o.subtotal,
-    'tax', o.tax,
-    'total', o.total,
-    'refunded_amount', o.refunded_amount,
-    'customer_id', o.customer_id,
-    'customer_email', o.customer_email,
-    'customer_name', o.customer_name,
-    'provider_checkout_id', o.provider_checkout_id,
-    'checkout_url', o.checkout_url,
-    'provider_payment_ref', o.provider_payment_ref,
-    'created_at', o.created_at,
-    'paid_at', o.paid_at,
-    'cancelled_at', o.cancelled_at,
-    'expired_at', o.expired_at,
-    'fulfilled_at', o.fulfilled_at,
-    'reservation_expires_at', o.reservation_expires_at,
-    'items', coalesce((
-      select jsonb_agg(jsonb_build_object(
-        'product_id', i.product_id,
-        'sku', i.sku,
-        'name', i.name,
-        'quantity', i.quantity,
-        'unit_price', i.unit_price,
-        'tax_rate_bp', i.tax_rate_bp,
-        'line_subtotal', i.line_subtotal,
-        'line_tax', i.line_tax,
-        'line_total', i.line_total
-      ) order by i.line_no)
-      from public.order_items i
-      where i.order_id = o.id
-    ), '[]'::jsonb)
-  )
-  from public.orders o
-  where o.id = p_order_id
-$$;
-
 -- ============================================================================================================
 -- get_order
 -- ============================================================================================================
@@ -297,3 +247,15 @@ $$;
 
 revoke all on function public.get_order(uuid) from public, anon, authenticated, service_role;
 grant execute on function public.get_order(uuid) to anon, authenticated, service_role;
+
+-- Why: one shape for every entry point that returns an order (create_order, mark_paid, cancel_order, ...).
+-- The shape itself is get_order's; called from the engine's functions, which run as the tables' owner, it
+-- sees every order (RLS binds only the API roles that call get_order directly).
+create function private.order_json(p_order_id uuid)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+  select public.get_order(p_order_id)
+$$;
