@@ -416,12 +416,14 @@ export function formatProblems(problems: Problem[]): string {
 }
 
 if (import.meta.main) {
-  // Default: the local dev stack's database (npm start), like the Supabase CLI's local defaults.
+  // The dev database of the local stack (README, "Local keys") unless told otherwise.
   const url = Deno.args.find((a) => !a.startsWith("-")) ?? Deno.env.get("SUPABASE_DB_URL") ??
     "postgresql://postgres:postgres@127.0.0.1:54322/postgres";
-  if (!url) {
-    console.error("usage: deno run -A scripts/check.ts [postgresql://...]   (or set SUPABASE_DB_URL)");
-    Deno.exit(2);
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.error(
+      "usage: deno run -A scripts/check.ts [postgresql://...]   (default: SUPABASE_DB_URL, else the dev database)",
+    );
+    Deno.exit(0);
   }
   const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10 });
   let code = 0;
