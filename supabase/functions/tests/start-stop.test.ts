@@ -1,0 +1,78 @@
+/**
+ * `npm start` as a developer runs it: a cluster of its own from nothing, migrations and seed through the Supabase
+ * CLI, the status block, the functions served (reached with supabase-js); a second start says the stack is already
+ * running; `npm run stop` stops the database. Uses its own stack name and ports, so it never touches the dev stack.
+ */
+import assert from "node:assert/strict";
+import { createClient } from "@supabase/supabase-js";
+import { ANON_KEY } from "./support/keys.ts";
+
+const root = new URL("../../../", import.meta.url).pathname;
+const env = { STACK_NAME: "starttest", DB_PORT: "54422", API_PORT: "54421", NO_COLOR: "1" };
+
+function script(name: string) {
+  return new Deno.Command("bash", { args: [`scripts/${name}.sh`], cwd: root, env, stdout: "piped", stderr: "piped" });
+}
+
+async function readUntil(stream: ReadableStream<Uint8Array>, marker: string, timeoutMs: number): Promise<string> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const deadline = Date.now() + timeoutMs;
+  try {
+    while (!seen.includes(marker)) {
+      if (Date.now() > deadline) throw new Error(`no "${marker}" within ${timeoutMs} ms; output so far:\n${seen}`);
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the process ended before "${marker}"; output:\n${seen}`);
+      seen += value;
+    }
+    return seen;
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+Deno.test({
+  name: "npm start brings the stack up from nothing, refuses a second start, and npm run stop stops the database",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await Deno.remove(`${root}.stack/starttest`, { recursive: true }).catch(() => {});
+    const first = script("start").spawn();
+    try {
+      // The status block goes to stdout, progress and the gateway's line to stderr.
+      const [status] = await Promise.all([
+        readUntil(first.stdout, "SumUp webhook", 180_000),
+        readUntil(first.stderr, "functions served at", 180_000),
+      ]);
+      for (
+        const line of [
+          "API URL: http://127.0.0.1:54421",
+          "DB URL: postgresql://postgres:postgres@127.0.0.1:54422/postgres",
+          `anon key: ${ANON_KEY}`,
+          "service_role key:",
+        ]
+      ) {
+        assert.ok(status.includes(line), `status block shows "${line}"`);
+      }
+
+      const supabase = createClient("http://127.0.0.1:54421", ANON_KEY, { auth: { persistSession: false } });
+      const { data, error } = await supabase.functions.invoke("health", { method: "GET" });
+      assert.equal(error, null);
+      assert.equal(data.database, "reachable");
+      const products = await supabase.functions.invoke("products-list", { method: "GET" });
+      assert.ok(products.data.items.length > 0, "the seed's catalogue is served");
+
+      const second = await script("start").output();
+      assert.equal(second.success, false);
+      assert.match(new TextDecoder().decode(second.stderr), /already running/);
+    } finally {
+      first.kill("SIGTERM");
+      await first.status;
+      const stop = await script("stop").output();
+      assert.match(new TextDecoder().decode(stop.stderr), /stopped the starttest database/);
+      await Deno.remove(`${root}.stack/starttest`, { recursive: true }).catch(() => {});
+    }
+    const again = await script("stop").output();
+    assert.match(new TextDecoder().decode(again.stderr), /not running/);
+  },
+});
