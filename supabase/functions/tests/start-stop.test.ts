@@ -1,10 +1,11 @@
 /**
  * `npm start` as a developer runs it: a cluster of its own from nothing, migrations and seed through the Supabase
  * CLI, the status block, the functions served (reached with supabase-js); a second start says the stack is already
- * running; `npm run stop` stops the database. Uses its own stack name and ports, so it never touches the dev stack.
+ * running; `npm run db:reset` rebuilds it from migrations and seed; `npm run stop` stops the database. Uses its own stack name and ports, so it never touches the dev stack.
  */
 import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
+import postgres from "postgres";
 import { ANON_KEY } from "./support/keys.ts";
 
 const root = new URL("../../../", import.meta.url).pathname;
@@ -32,7 +33,7 @@ async function readUntil(stream: ReadableStream<Uint8Array>, marker: string, tim
 }
 
 Deno.test({
-  name: "npm start brings the stack up from nothing, refuses a second start, and npm run stop stops the database",
+  name: "npm start brings the stack up from nothing, db:reset rebuilds it, a second start is refused, npm run stop stops it",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -61,6 +62,21 @@ Deno.test({
       assert.equal(data.database, "reachable");
       const products = await supabase.functions.invoke("products-list", { method: "GET" });
       assert.ok(products.data.items.length > 0, "the seed's catalogue is served");
+
+      // npm run db:reset: back to migrations + seed (supabase db reset --db-url), while the stack runs.
+      const sql = postgres("postgresql://postgres:postgres@127.0.0.1:54422/postgres", { max: 1, onnotice: () => {} });
+      try {
+        await sql`insert into public.products (sku, name, unit_price) values ('RESET-ME', 'Gone after reset', 100)`;
+        const reset = await script("db-reset").output();
+        assert.ok(reset.success, new TextDecoder().decode(reset.stderr));
+        const [{ gone, seeded }] = await sql`
+          select not exists (select 1 from public.products where sku = 'RESET-ME') as gone,
+                 (select count(*)::int from public.products) as seeded`;
+        assert.equal(gone, true);
+        assert.ok(seeded > 0, "the seed is applied again");
+      } finally {
+        await sql.end();
+      }
 
       const second = await script("start").output();
       assert.equal(second.success, false);
