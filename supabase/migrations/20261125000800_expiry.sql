@@ -15,6 +15,11 @@
 --      theirs), re-checked as still active and due;
 --   3. their orders, SKIP LOCKED, expired once they hold nothing.
 -- Returns how many it released, how many it looked at, and the keyset position to continue from.
+-- Generic plans (plan_cache_mode, for this call and the close_reservations it makes): every statement here is
+-- driven by the batch's arrays of ids. A custom plan sees the real array length (thousands) and picks sequential
+-- scans and hash joins over the whole reservations and orders tables, so a batch cost as much as the tables were
+-- big (the 100k sweep: ~10 s); the generic plan probes the primary keys and reservations_order_idx once per id,
+-- so a batch costs what it releases (~2x faster on the bench data, and it no longer grows with history).
 create function private.expire_batch(
   p_now timestamptz,
   p_batch_size integer,
@@ -27,6 +32,7 @@ create function private.expire_batch(
 )
 language plpgsql
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_ids bigint[];
