@@ -37,19 +37,33 @@ comment on schema admin is 'Read-only operator views (service_role only).';
 -- (the default) or runs the job in a background worker whose backend_type is 'pg_cron'
 -- (cron.use_background_workers). Anything else (psql, a migration) is recorded by its database login, so no
 -- row is ever anonymous. Callers that write many rows read it once per statement.
+-- The backend type cannot change during a session, so it is looked up (pg_stat_activity builds a snapshot of
+-- every backend: the most expensive step of a whole create_order when app.actor is unset) once per session and
+-- remembered in the session setting stockhold.backend_is_pg_cron.
 create function private.current_actor()
 returns text
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-  select coalesce(
-    nullif(current_setting('app.actor', true), ''),
-    case when current_setting('application_name', true) = 'pg_cron' then 'cron' end,
-    (select 'cron' from pg_catalog.pg_stat_activity a
-     where a.pid = pg_catalog.pg_backend_pid() and a.backend_type = 'pg_cron'),
-    'db:' || session_user
-  )
+declare
+  v_actor text := current_setting('app.actor', true);
+  v_is_cron text;
+begin
+  if v_actor <> '' then
+    return v_actor;
+  end if;
+  if current_setting('application_name', true) = 'pg_cron' then
+    return 'cron';
+  end if;
+  v_is_cron := current_setting('stockhold.backend_is_pg_cron', true);
+  if v_is_cron is null or v_is_cron = '' then
+    v_is_cron := case when exists (select 1 from pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a
+                                   where a.backend_type = 'pg_cron') then 'yes' else 'no' end;
+    perform pg_catalog.set_config('stockhold.backend_is_pg_cron', v_is_cron, false);
+  end if;
+  return case when v_is_cron = 'yes' then 'cron' else 'db:' || session_user end;
+end
 $$;
 
 -- Why: one correlation id ties a request's log lines to the ledger and status rows it wrote.

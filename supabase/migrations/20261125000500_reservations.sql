@@ -247,9 +247,19 @@ $$;
 -- Why: the one call that turns a basket into an order holding its stock. Prices, tax and totals come from the
 -- catalogue (the client sends only ids and quantities). Same idempotency key + same hash returns the first
 -- order; another hash is refused (SH422). The order and its lines are written before any stock row is locked,
--- and the order JSON is built then too, so the lock (taken last, in a fixed order) covers only the allocation:
--- expire lapsed reservations on those rows, check every line, reserve. Short stock raises SH409 once, naming
--- every short product, and the whole call writes nothing.
+-- and the order JSON is built then too. Short stock raises SH409 once, naming every short product, and the
+-- whole call writes nothing.
+-- The stock row lock is held until commit, so one hot product sells at most one order per lock hold: the
+-- common case takes it as the very last statement (the fast path, step 5a): the allocation is computed from an
+-- unlocked read, the reservations and their ledger rows are inserted, and only then is `reserved` moved by one
+-- conditional UPDATE per stock row (`on_hand - reserved >= quantity`, re-checked on the row's newest version
+-- when it waits), one row at a time in (product_id, location_id) order, lock_stock's order, so no deadlock (a
+-- multi-row UPDATE locks in no guaranteed order). The reservations' foreign key takes FOR KEY SHARE on the stock
+-- row, which does not conflict with the FOR NO KEY UPDATE of a buyer holding it. Whenever the fast path cannot
+-- be sure (the unlocked read shows too little free stock, or lapsed reservations on these products that exact
+-- expiry should free first, or a conditional UPDATE finds the units gone), its sub-block is rolled back (a
+-- subtransaction: its row locks and rows go with it) and the locked path (5b) decides as it always did: lock
+-- every stock row of the products in order, expire what lapsed, check every line, reserve or raise SH409.
 create function public.create_order(
   p_items jsonb,
   p_payment_method text,
@@ -278,6 +288,12 @@ declare
   v_order_id uuid;
   v_order jsonb;
   v_short jsonb;
+  v_max_quantity integer;
+  v_expires_at timestamptz;
+  v_take_products uuid[];
+  v_take_locations smallint[];
+  v_take_quantities integer[];
+  v_fast boolean;
 begin
   -- 1. payment method and idempotency key (a retry is answered before anything else is looked at)
   if p_payment_method is null or p_payment_method not in ('sumup', 'stripe') then
@@ -346,8 +362,8 @@ begin
   end if;
 
   -- The same product twice is one line with the summed quantity, in the position it first appeared.
-  select array_agg(l.product_id order by l.first_n), array_agg(l.quantity order by l.first_n)
-  into v_product_ids, v_quantities
+  select array_agg(l.product_id order by l.first_n), array_agg(l.quantity order by l.first_n), max(l.quantity)
+  into v_product_ids, v_quantities, v_max_quantity
   from (
     select (e.item ->> 'product_id')::uuid as product_id,
            sum((e.item ->> 'quantity')::numeric)::integer as quantity,
@@ -356,7 +372,7 @@ begin
     group by 1
   ) l;
 
-  if exists (select 1 from unnest(v_quantities) q where q > 1000) then
+  if v_max_quantity > 1000 then
     raise exception using errcode = 'SH400', message = 'invalid_request: at most 1000 units of a product per order',
       detail = jsonb_build_object('reason', 'quantity must be between 1 and 1000')::text;
   end if;
@@ -370,26 +386,27 @@ begin
       detail = jsonb_build_object('reason', 'bad customer')::text;
   end if;
 
-  -- 3. the products: all known and on sale, one currency
-  select array_agg(i.id order by i.ord)
-  into v_missing
+  -- 3. the products: all known and on sale, one currency (one read of the catalogue and the settings)
+  select array_agg(i.id order by i.ord) filter (where p.id is null),
+         array_agg(distinct p.currency::text) filter (where p.id is not null),
+         (select s.reservation_ttl from private.settings s where s.payment_method = p_payment_method)
+  into v_missing, v_currencies, v_ttl
   from unnest(v_product_ids) with ordinality as i (id, ord)
-  where not exists (select 1 from public.products p where p.id = i.id and p.active);
+  left join public.products p on p.id = i.id and p.active;
   if v_missing is not null then
     raise exception using errcode = 'SH401',
       message = format('product_not_found: unknown or inactive product(s) %s', array_to_string(v_missing, ', ')),
       detail = jsonb_build_object('product_ids', to_jsonb(v_missing))::text;
   end if;
-
-  select array_agg(distinct p.currency::text) into v_currencies
-  from public.products p where p.id = any (v_product_ids);
   if cardinality(v_currencies) > 1 then
     raise exception using errcode = 'SH400',
       message = format('invalid_request: an order is in one currency, these items are in %s', array_to_string(v_currencies, ', ')),
       detail = jsonb_build_object('reason', 'mixed currencies')::text;
   end if;
-
-  select s.reservation_ttl into strict v_ttl from private.settings s where s.payment_method = p_payment_method;
+  if v_ttl is null then
+    raise exception 'no reservation_ttl in private.settings for %', p_payment_method;
+  end if;
+  v_expires_at := p_now + v_ttl;
 
   -- 4. the order and its lines, priced here; no stock row is locked yet
   with lines as (
@@ -408,7 +425,7 @@ begin
     select case p_payment_method when 'sumup' then 'awaiting_instore_payment' else 'awaiting_payment' end,
            p_payment_method, v_currencies[1], t.subtotal, t.tax, t.subtotal + t.tax, v_key, v_hash,
            p_customer_id, nullif(btrim(v_customer ->> 'email'), ''), nullif(btrim(v_customer ->> 'name'), ''),
-           p_now + v_ttl, p_now
+           v_expires_at, p_now
     from totals t
     on conflict (idempotency_key) do nothing
     returning id
@@ -435,10 +452,73 @@ begin
 
   v_order := private.order_json(v_order_id);
 
-  -- 5. the stock: lock late, in one fixed order; free what has lapsed; check everything; reserve
+  -- 5a. the fast path: allocate from an unlocked read (as reserve_stock does under the lock), write the
+  -- reservations and their ledger rows, then take the stock rows last, each with a conditional UPDATE.
+  with need as (
+    select n.product_id, n.quantity
+    from unnest(v_product_ids, v_quantities) as n (product_id, quantity)
+  ), ranked as (
+    select s.product_id, s.location_id, n.quantity,
+           s.on_hand - s.reserved as free,
+           coalesce(sum(s.on_hand - s.reserved) over (
+             partition by s.product_id
+             order by case when p_payment_method = 'sumup' then l.instore_priority else l.online_priority end
+             rows between unbounded preceding and 1 preceding
+           ), 0) as taken_before
+    from need n
+    join private.stock_levels s on s.product_id = n.product_id
+    join private.locations l on l.id = s.location_id
+    where s.on_hand > s.reserved
+  ), take as (
+    select r.product_id, r.location_id, least(r.free, r.quantity - r.taken_before)::integer as quantity
+    from ranked r
+    where r.taken_before < r.quantity
+  )
+  select array_agg(t.product_id order by t.product_id, t.location_id),
+         array_agg(t.location_id order by t.product_id, t.location_id),
+         array_agg(t.quantity order by t.product_id, t.location_id),
+         -- every line covered in full, and no lapsed reservation waiting on these products for exact expiry
+         coalesce(sum(t.quantity), 0) = (select sum(q) from unnest(v_quantities) q)
+           and not exists (select 1 from private.reservations r
+                           where r.product_id = any (v_product_ids) and r.status = 'active' and r.expires_at <= p_now)
+  into v_take_products, v_take_locations, v_take_quantities, v_fast
+  from take t;
+
+  if v_fast then
+    begin
+      with opened as (
+        insert into private.reservations (order_id, product_id, location_id, quantity, expires_at)
+        select v_order_id, t.product_id, t.location_id, t.quantity, v_expires_at
+        from unnest(v_take_products, v_take_locations, v_take_quantities) as t (product_id, location_id, quantity)
+        returning id, product_id, location_id, quantity
+      )
+      insert into private.stock_movements
+        (product_id, location_id, delta_reserved, reason, order_id, reservation_id, actor, correlation_id)
+      select o.product_id, o.location_id, o.quantity, 'reserve', v_order_id, o.id,
+             private.current_actor(), private.correlation_id()
+      from opened o;
+
+      for i in 1 .. cardinality(v_take_products) loop
+        update private.stock_levels s
+        set reserved = s.reserved + v_take_quantities[i], updated_at = now()
+        where s.product_id = v_take_products[i] and s.location_id = v_take_locations[i]
+          and s.on_hand - s.reserved >= v_take_quantities[i];
+        if not found then
+          -- the units went to someone else since the unlocked read: undo this sub-block, take the locked path
+          raise exception using errcode = 'SHF01', message = 'fast path: stock changed';
+        end if;
+      end loop;
+
+      return jsonb_build_object('order', v_order, 'replayed', false);
+    exception when sqlstate 'SHF01' then
+      null;
+    end;
+  end if;
+
+  -- 5b. the locked path: lock in one fixed order; free what has lapsed; check everything; reserve
   perform private.lock_stock(v_product_ids);
   perform private.expire_lapsed_on(v_product_ids, p_now);
-  v_short := private.reserve_stock(v_order_id, v_product_ids, v_quantities, p_payment_method, p_now + v_ttl);
+  v_short := private.reserve_stock(v_order_id, v_product_ids, v_quantities, p_payment_method, v_expires_at);
   if v_short is not null then
     raise exception using errcode = 'SH409',
       message = format('insufficient_stock: not enough stock for %s',
