@@ -479,8 +479,17 @@ begin
          array_agg(t.quantity order by t.product_id, t.location_id),
          -- every line covered in full, and no lapsed reservation waiting on these products for exact expiry
          coalesce(sum(t.quantity), 0) = (select sum(q) from unnest(v_quantities) q)
-           and not exists (select 1 from private.reservations r
-                           where r.product_id = any (v_product_ids) and r.status = 'active' and r.expires_at <= p_now)
+           -- (the earliest active expiry per product, through the index: written as EXISTS over = ANY, the cached
+           -- generic plan chose a sequential scan of all reservations, ~3 ms per order on a busy product)
+           and not exists (select 1
+                           from unnest(v_product_ids) as p (id)
+                           cross join lateral (
+                             select r.expires_at from private.reservations r
+                             where r.product_id = p.id and r.status = 'active'
+                             order by r.expires_at
+                             limit 1
+                           ) first_expiry
+                           where first_expiry.expires_at <= p_now)
   into v_take_products, v_take_locations, v_take_quantities, v_fast
   from take t;
 
