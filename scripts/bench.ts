@@ -11,6 +11,7 @@ const clients = Number(Deno.env.get("BENCH_CLIENTS") ?? 8);
 const seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 10);
 const httpClients = Number(Deno.env.get("BENCH_HTTP_CLIENTS") ?? 50);
 const sweepSizes = (Deno.env.get("BENCH_SWEEP_SIZES") ?? "10000,100000").split(",").map(Number);
+const sweepBatch = Number(Deno.env.get("BENCH_SWEEP_BATCH") ?? 0);
 const uniformProducts = 1000;
 const anonKey = Deno.env.get("SUPABASE_ANON_KEY")!;
 
@@ -148,7 +149,7 @@ async function httpRun(): Promise<Run> {
 
 /**
  * Creates `size` reservations that lapsed an hour ago (orders of 10 lines over the uniform products, so setting up
- * 100k takes 10k create_order calls), then times what pg_cron runs, `call public.sweep_reservations()`, which
+ * 100k takes 10k create_order calls), then times what pg_cron runs, `call public.sweep_reservations()` (BENCH_SWEEP_BATCH overrides its batch size), which
  * commits after every batch, until nothing is left.
  */
 async function sweep(size: number) {
@@ -164,7 +165,8 @@ async function sweep(size: number) {
   await sql`vacuum analyze`;
   progress(`sweep: releasing ${lapsed}`);
   const t0 = performance.now();
-  await sql`call public.sweep_reservations(5000)`;
+  // The procedure's own batch size (what the cron job runs) unless BENCH_SWEEP_BATCH says otherwise.
+  await (sweepBatch ? sql`call public.sweep_reservations(${sweepBatch})` : sql`call public.sweep_reservations()`);
   const s = (performance.now() - t0) / 1000;
   const [{ left }] = await sql`select count(*)::int as left from private.reservations
                                 where status = 'active' and expires_at < now()`;

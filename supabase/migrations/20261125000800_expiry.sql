@@ -224,7 +224,12 @@ begin
     v_after_id := v_batch.last_id;
   end loop;
 
-  perform private.expire_emptied_orders(p_now, p_batch_size, p_max_batches);
+  -- Orders emptied by buyers' exact expiry, once the due reservations are all walked: while batches remain (a
+  -- call cut short by p_max_batches, as sweep_reservations makes them), the orders still holding lapsed units
+  -- would be re-read by every call, which made a large backlog's sweep grow faster than its size.
+  if v_batch.fetched < p_batch_size then
+    perform private.expire_emptied_orders(p_now, p_batch_size, p_max_batches);
+  end if;
   perform private.set_status_reason(null);
 
   return v_released;
