@@ -6,36 +6,8 @@ create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 select plan(14);
 
--- Fixtures (rolled back with the test): products stocked through restock, so the ledger matches from the start.
-create function pg_temp.product(p_sku text, p_price bigint, p_tax integer, p_shop integer, p_warehouse integer,
-                                p_currency text default 'EUR', p_active boolean default true)
-returns uuid language plpgsql as $f$
-declare v_id uuid;
-begin
-  insert into public.products (sku, name, unit_price, currency, tax_rate_bp, active)
-  values (p_sku, 'Test ' || p_sku, p_price, p_currency, p_tax, p_active) returning id into v_id;
-  if p_shop > 0 then perform public.restock(v_id, 'shop', p_shop, 'test fixture'); end if;
-  if p_warehouse > 0 then perform public.restock(v_id, 'warehouse', p_warehouse, 'test fixture'); end if;
-  return v_id;
-end $f$;
-create function pg_temp.line(p_product uuid, p_quantity integer) returns jsonb language sql as $f$
-  select jsonb_build_object('product_id', p_product, 'quantity', p_quantity) $f$;
-create function pg_temp.stock(p_product uuid, p_location text) returns text language sql as $f$
-  select format('%s/%s', s.on_hand, s.reserved) from private.stock_levels s
-  join private.locations l on l.id = s.location_id where s.product_id = p_product and l.code = p_location $f$;
-create function pg_temp.order_id(p_result jsonb) returns uuid language sql as $f$
-  select (p_result -> 'order' ->> 'id')::uuid $f$;
--- The SQLSTATE and DETAIL an engine call raises (null when it succeeds): throws_ok checks code and message,
--- this reads the JSON detail the doors rely on.
-create function pg_temp.error_of(p_sql text) returns jsonb language plpgsql as $f$
-declare v_state text; v_detail text;
-begin
-  execute p_sql;
-  return null;
-exception when others then
-  get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
-  return jsonb_build_object('code', v_state, 'detail', case when v_detail like '{%' then v_detail::jsonb end);
-end $f$;
+-- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
+\ir fixtures.psql
 
 select pg_temp.product('T-PRICE-A', 1000, 1900, 50, 0) as a \gset
 select pg_temp.product('T-PRICE-B', 25, 1900, 50, 0) as b \gset
