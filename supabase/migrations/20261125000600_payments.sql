@@ -186,62 +186,12 @@ revoke all on function public.mark_paid(uuid, text, text, bigint, text, timestam
 grant execute on function public.mark_paid(uuid, text, text, bigint, text, timestamptz) to service_role;
 
 -- ============================================================================================================
--- record_refund
--- ============================================================================================================
--- Why: keeps refunded_amount true to what the provider paid back, never more than was paid. The door dedupes
--- the refund webhook with record_payment_event in the same transaction. Stock is not touched: returned goods
--- come back through restock.
-create function public.record_refund(p_order_id uuid, p_provider_ref text, p_amount bigint, p_currency text)
-returns jsonb
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v_order public.orders%rowtype;
-begin
-  select * into v_order from public.orders o where o.id = p_order_id for no key update;
-  if not found then
-    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
-  end if;
-  if v_order.status not in ('paid', 'paid_out_of_stock', 'fulfilled') then
-    raise exception using errcode = 'SH410',
-      message = format('invalid_transition: cannot refund an order that is %s', v_order.status),
-      detail = jsonb_build_object('status', v_order.status)::text;
-  end if;
-  if upper(p_currency) is distinct from v_order.currency::text then
-    raise exception using errcode = 'SH400',
-      message = format('invalid_request: refund in %s for an order in %s', coalesce(p_currency, 'null'), v_order.currency),
-      detail = jsonb_build_object('reason', 'currency mismatch')::text;
-  end if;
-  if p_amount is null or p_amount <= 0 or v_order.refunded_amount + p_amount > v_order.total then
-    raise exception using errcode = 'SH400',
-      message = format('invalid_request: refund of %s exceeds what is left to refund (%s)',
-                       coalesce(p_amount::text, 'null'), v_order.total - v_order.refunded_amount),
-      detail = jsonb_build_object('reason', 'bad refund amount')::text;
-  end if;
-
-  update public.orders o
-  set refunded_amount = o.refunded_amount + p_amount
-  where o.id = p_order_id;
-
-  insert into private.order_status_history (order_id, from_status, to_status, reason)
-  values (p_order_id, v_order.status, v_order.status,
-          format('refund %s %s (%s)', p_amount, v_order.currency, coalesce(p_provider_ref, 'no reference')));
-
-  return private.order_json(p_order_id);
-end
-$$;
-
-revoke all on function public.record_refund(uuid, text, bigint, text) from public, anon, authenticated;
-grant execute on function public.record_refund(uuid, text, bigint, text) to service_role;
-
--- ============================================================================================================
 -- record_refund_total
 -- ============================================================================================================
--- Why: Stripe reports a charge's cumulative amount_refunded, not the increment, and its events may arrive out
--- of order. Taking the total and keeping the larger of it and what is recorded makes a late or replayed event
--- harmless without the door reading the order first. Never above the order's total.
+-- Why: keeps refunded_amount true to what the provider paid back, never more than was paid. Stripe reports a
+-- charge's cumulative amount_refunded, not the increment, and its events may arrive out of order: taking the
+-- total and keeping the larger of it and what is recorded makes a late or replayed event harmless without the
+-- door reading the order first. Stock is not touched: returned goods come back through restock.
 create function public.record_refund_total(
   p_order_id uuid,
   p_provider_ref text,
@@ -291,6 +241,38 @@ $$;
 
 revoke all on function public.record_refund_total(uuid, text, bigint, text) from public, anon, authenticated;
 grant execute on function public.record_refund_total(uuid, text, bigint, text) to service_role;
+
+-- ============================================================================================================
+-- record_refund
+-- ============================================================================================================
+-- Why: a refund reported as an increment (SumUp, staff). Locks the order, adds the increment to what is recorded
+-- and hands the new total to record_refund_total, the one place that checks and records refunds. The door
+-- dedupes the refund webhook with record_payment_event in the same transaction.
+create function public.record_refund(p_order_id uuid, p_provider_ref text, p_amount bigint, p_currency text)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_refunded bigint;
+begin
+  if p_amount is null or p_amount <= 0 then
+    raise exception using errcode = 'SH400',
+      message = format('invalid_request: a refund must be positive, got %s', coalesce(p_amount::text, 'null')),
+      detail = jsonb_build_object('reason', 'bad refund amount')::text;
+  end if;
+  -- locked before reading, so two increments at once add up instead of one overwriting the other
+  select o.refunded_amount into v_refunded from public.orders o where o.id = p_order_id for no key update;
+  if not found then
+    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  end if;
+  return public.record_refund_total(p_order_id, p_provider_ref, v_refunded + p_amount, p_currency);
+end
+$$;
+
+revoke all on function public.record_refund(uuid, text, bigint, text) from public, anon, authenticated;
+grant execute on function public.record_refund(uuid, text, bigint, text) to service_role;
 
 -- ============================================================================================================
 -- mark_fulfilled
