@@ -152,6 +152,49 @@ end
 $$;
 
 -- ============================================================================================================
+-- allocation
+-- ============================================================================================================
+-- Why: the one statement of the allocation rule. Each line is drawn from its product's locations in the channel's
+-- priority order (in store, sumup: shop first; online, stripe: warehouse first), as much as each holds free
+-- (on_hand - reserved), until the line is covered. A line that cannot be covered yields less than it asked for;
+-- the callers compare. It reads, it locks nothing: reserve_stock calls it under the stock-row locks, create_order's
+-- fast path before them (and then re-checks each row with a conditional UPDATE). PL/pgSQL, so its plan is cached
+-- per session (a SQL function with SET search_path would be planned again on every call).
+create function private.allocation(p_product_ids uuid[], p_quantities integer[], p_payment_method text)
+returns table (product_id uuid, location_id smallint, quantity integer)
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  return query
+  with need as (
+    select n.product_id, n.quantity
+    from unnest(p_product_ids, p_quantities) as n (product_id, quantity)
+  ), ranked as (
+    select s.product_id, s.location_id, n.quantity,
+           s.on_hand - s.reserved as free,
+           coalesce(sum(s.on_hand - s.reserved) over (
+             partition by s.product_id
+             order by case when p_payment_method = 'sumup' then l.instore_priority else l.online_priority end
+             rows between unbounded preceding and 1 preceding
+           ), 0) as taken_before
+    from need n
+    join private.stock_levels s on s.product_id = n.product_id
+    join private.locations l on l.id = s.location_id
+    where s.on_hand > s.reserved
+  ), take as (
+    select r.product_id, r.location_id, least(r.free, r.quantity - r.taken_before)::integer as quantity
+    from ranked r
+    where r.taken_before < r.quantity
+  )
+  select t.product_id, t.location_id, t.quantity from take t;
+end
+$$;
+
+revoke all on function private.allocation(uuid[], integer[], text) from public, anon, authenticated, service_role;
+
+-- ============================================================================================================
 -- reserve_stock
 -- ============================================================================================================
 -- Why: allocation. Checks every line against what is free (on_hand - reserved, summed over locations) first;
@@ -199,25 +242,9 @@ begin
     return v_short;
   end if;
 
-  with need as (
-    select n.product_id, n.quantity
-    from unnest(p_product_ids, p_quantities) as n (product_id, quantity)
-  ), ranked as (
-    select s.product_id, s.location_id, n.quantity,
-           s.on_hand - s.reserved as free,
-           coalesce(sum(s.on_hand - s.reserved) over (
-             partition by s.product_id
-             order by case when p_payment_method = 'sumup' then l.instore_priority else l.online_priority end
-             rows between unbounded preceding and 1 preceding
-           ), 0) as taken_before
-    from need n
-    join private.stock_levels s on s.product_id = n.product_id
-    join private.locations l on l.id = s.location_id
-    where s.on_hand > s.reserved
-  ), take as (
-    select r.product_id, r.location_id, least(r.free, r.quantity - r.taken_before)::integer as quantity
-    from ranked r
-    where r.taken_before < r.quantity
+  with take as (
+    select t.product_id, t.location_id, t.quantity
+    from private.allocation(p_product_ids, p_quantities, p_payment_method) t
   ), opened as (
     insert into private.reservations (order_id, product_id, location_id, quantity, expires_at)
     select p_order_id, t.product_id, t.location_id, t.quantity, p_expires_at
@@ -454,25 +481,9 @@ begin
 
   -- 5a. the fast path: allocate from an unlocked read (as reserve_stock does under the lock), write the
   -- reservations and their ledger rows, then take the stock rows last, each with a conditional UPDATE.
-  with need as (
-    select n.product_id, n.quantity
-    from unnest(v_product_ids, v_quantities) as n (product_id, quantity)
-  ), ranked as (
-    select s.product_id, s.location_id, n.quantity,
-           s.on_hand - s.reserved as free,
-           coalesce(sum(s.on_hand - s.reserved) over (
-             partition by s.product_id
-             order by case when p_payment_method = 'sumup' then l.instore_priority else l.online_priority end
-             rows between unbounded preceding and 1 preceding
-           ), 0) as taken_before
-    from need n
-    join private.stock_levels s on s.product_id = n.product_id
-    join private.locations l on l.id = s.location_id
-    where s.on_hand > s.reserved
-  ), take as (
-    select r.product_id, r.location_id, least(r.free, r.quantity - r.taken_before)::integer as quantity
-    from ranked r
-    where r.taken_before < r.quantity
+  with take as (
+    select t.product_id, t.location_id, t.quantity
+    from private.allocation(v_product_ids, v_quantities, p_payment_method) t
   )
   select array_agg(t.product_id order by t.product_id, t.location_id),
          array_agg(t.location_id order by t.product_id, t.location_id),
