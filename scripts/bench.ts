@@ -17,7 +17,8 @@ const anonKey = Deno.env.get("SUPABASE_ANON_KEY")!;
 
 const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
 const started = performance.now();
-const progress = (msg: string) => console.error(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)}s] ${msg}`);
+const progress = (msg: string) =>
+  console.error(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)}s] ${msg}`);
 
 interface Run {
   name: string;
@@ -39,8 +40,20 @@ async function pgbench(name: string, script: string, n = clients): Promise<Run> 
   const dir = await Deno.makeTempDir({ prefix: "stockhold-bench-" });
   await Deno.writeTextFile(`${dir}/script.sql`, script);
   const out = await new Deno.Command("pgbench", {
-    args: ["-n", "-c", String(n), "-j", String(Math.min(n, 2)), "-T", String(seconds), "-f", `${dir}/script.sql`, "-l",
-      `--log-prefix=${dir}/tx`, dbUrl],
+    args: [
+      "-n",
+      "-c",
+      String(n),
+      "-j",
+      String(Math.min(n, 2)),
+      "-T",
+      String(seconds),
+      "-f",
+      `${dir}/script.sql`,
+      "-l",
+      `--log-prefix=${dir}/tx`,
+      dbUrl,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -57,7 +70,14 @@ async function pgbench(name: string, script: string, n = clients): Promise<Run> 
   }
   await Deno.remove(dir, { recursive: true });
   latencies.sort((a, b) => a - b);
-  return { name, clients: n, count: latencies.length, per_second: Math.round(tps), p50_ms: round(percentile(latencies, 50)), p99_ms: round(percentile(latencies, 99)) };
+  return {
+    name,
+    clients: n,
+    count: latencies.length,
+    per_second: Math.round(tps),
+    p50_ms: round(percentile(latencies, 50)),
+    p99_ms: round(percentile(latencies, 99)),
+  };
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
@@ -112,7 +132,10 @@ async function main() {
   };
   print(result);
   await Deno.mkdir(new URL("../bench/results/", import.meta.url), { recursive: true });
-  await Deno.writeTextFile(new URL("../bench/results/latest.json", import.meta.url), JSON.stringify(result, null, 2) + "\n");
+  await Deno.writeTextFile(
+    new URL("../bench/results/latest.json", import.meta.url),
+    JSON.stringify(result, null, 2) + "\n",
+  );
   progress("wrote bench/results/latest.json");
 }
 
@@ -133,8 +156,15 @@ async function httpRun(): Promise<Run> {
       const t0 = performance.now();
       const res = await fetch(`${gw.url}/functions/v1/orders-create`, {
         method: "POST",
-        headers: { authorization: `Bearer ${anonKey}`, "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
-        body: JSON.stringify({ items: [{ product_id: pids[Math.floor(Math.random() * pids.length)], quantity: 1 }], payment_method: "sumup" }),
+        headers: {
+          authorization: `Bearer ${anonKey}`,
+          "content-type": "application/json",
+          "idempotency-key": crypto.randomUUID(),
+        },
+        body: JSON.stringify({
+          items: [{ product_id: pids[Math.floor(Math.random() * pids.length)], quantity: 1 }],
+          payment_method: "sumup",
+        }),
       });
       await res.body?.cancel();
       if (res.status === 201) latencies.push(performance.now() - t0);
@@ -144,7 +174,14 @@ async function httpRun(): Promise<Run> {
   await gw.shutdown();
   if (errors) progress(`orders-create over HTTP: ${errors} non-201 answers`);
   latencies.sort((a, b) => a - b);
-  return { name: `orders-create over HTTP`, clients: httpClients, count: latencies.length, per_second: Math.round(latencies.length / seconds), p50_ms: round(percentile(latencies, 50)), p99_ms: round(percentile(latencies, 99)) };
+  return {
+    name: `orders-create over HTTP`,
+    clients: httpClients,
+    count: latencies.length,
+    per_second: Math.round(latencies.length / seconds),
+    p50_ms: round(percentile(latencies, 50)),
+    p99_ms: round(percentile(latencies, 99)),
+  };
 }
 
 /**
@@ -180,7 +217,11 @@ function print(r: Awaited<ReturnType<typeof Object>>) {
   console.log("| run | clients | count | per second | p50 ms | p99 ms | ratio to limit |");
   console.log("|---|---:|---:|---:|---:|---:|---:|");
   for (const x of rows) {
-    console.log(`| ${x.name} | ${x.clients} | ${x.count} | ${x.per_second} | ${x.p50_ms} | ${x.p99_ms} | ${x.ratio_to_limit ?? 1} |`);
+    console.log(
+      `| ${x.name} | ${x.clients} | ${x.count} | ${x.per_second} | ${x.p50_ms} | ${x.p99_ms} | ${
+        x.ratio_to_limit ?? 1
+      } |`,
+    );
   }
   console.log("\n| sweep | released | seconds | rows per second |\n|---:|---:|---:|---:|");
   for (const s of r.sweeps) console.log(`| ${s.reservations} | ${s.released} | ${s.seconds} | ${s.rows_per_second} |`);

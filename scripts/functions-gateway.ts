@@ -114,7 +114,9 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     try {
       return await handler(forwarded, info);
     } catch (err) {
-      console.error(JSON.stringify({ level: "error", msg: "unhandled error in function", function: name, error: String(err) }));
+      console.error(
+        JSON.stringify({ level: "error", msg: "unhandled error in function", function: name, error: String(err) }),
+      );
       return reject(500, "Internal error", "internal_error");
     }
   };
@@ -131,7 +133,11 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
 
   const { promise: listening, resolve } = Promise.withResolvers<Deno.NetAddr>();
   const server = Deno.serve(
-    { port: options.port ?? 0, hostname: options.hostname ?? "127.0.0.1", onListen: (addr) => resolve(addr as Deno.NetAddr) },
+    {
+      port: options.port ?? 0,
+      hostname: options.hostname ?? "127.0.0.1",
+      onListen: (addr) => resolve(addr as Deno.NetAddr),
+    },
     logged,
   );
   const addr = await listening;

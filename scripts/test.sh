@@ -41,8 +41,10 @@ grep -E '^(not ok|# |Failed|Dubious|Parse errors|Result|Files=)' "$tap" | grep -
 passed=$((passed+tap_ok)); failed=$((failed+tap_fail))
 echo "pgTAP: $tap_ok passed, $tap_fail failed"
 
-step "deno check"
+step "deno check, lint, fmt"
 gate deno-check deno check scripts/*.ts supabase/functions
+gate deno-lint deno lint supabase/functions scripts
+gate deno-fmt deno fmt --check supabase/functions scripts
 
 step "Deno tests"
 dlog="$logs/deno.log"

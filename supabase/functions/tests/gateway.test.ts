@@ -32,7 +32,10 @@ Deno.test("gateway refuses a JWT signed with another secret, and an expired one,
     const expired = await new SignJWT({ role: "anon" }).setProtectedHeader({ alg: "HS256" }).setExpirationTime(1000)
       .sign(new TextEncoder().encode(JWT_SECRET));
     for (const token of [forged, expired, "not-a-jwt"]) {
-      const res = await fetch(`${url}/functions/v1/closed-echo`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+      const res = await fetch(`${url}/functions/v1/closed-echo`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}` },
+      });
       assert.equal(res.status, 401);
       assert.equal((await res.json()).code, "invalid_jwt");
     }
@@ -41,7 +44,10 @@ Deno.test("gateway refuses a JWT signed with another secret, and an expired one,
 Deno.test("gateway passes the anon and service_role keys, and preflights without a JWT", () =>
   withFixtureGateway(async (url) => {
     for (const key of [ANON_KEY, SERVICE_ROLE_KEY]) {
-      const res = await fetch(`${url}/functions/v1/closed-echo`, { method: "POST", headers: { authorization: `Bearer ${key}` } });
+      const res = await fetch(`${url}/functions/v1/closed-echo`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}` },
+      });
       assert.equal(res.status, 200);
       assert.equal((await res.json()).function, "closed-echo");
     }
@@ -52,7 +58,10 @@ Deno.test("gateway passes the anon and service_role keys, and preflights without
 
 Deno.test("gateway lets a verify_jwt = false function through without a JWT and sets x-forwarded-for itself", () =>
   withFixtureGateway(async (url) => {
-    const res = await fetch(`${url}/functions/v1/open-echo`, { method: "POST", headers: { "x-forwarded-for": "6.6.6.6" } });
+    const res = await fetch(`${url}/functions/v1/open-echo`, {
+      method: "POST",
+      headers: { "x-forwarded-for": "6.6.6.6" },
+    });
     assert.equal(res.status, 200);
     const body = await res.json();
     assert.equal(body.function, "open-echo");

@@ -33,7 +33,8 @@ async function readUntil(stream: ReadableStream<Uint8Array>, marker: string, tim
 }
 
 Deno.test({
-  name: "npm start brings the stack up from nothing, db:reset rebuilds it, a second start is refused, npm run stop stops it",
+  name:
+    "npm start brings the stack up from nothing, db:reset rebuilds it, a second start is refused, npm run stop stops it",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
