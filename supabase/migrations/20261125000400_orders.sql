@@ -268,3 +268,26 @@ begin
   return public.get_order(p_order_id);
 end
 $$;
+
+-- ============================================================================================================
+-- lock_order
+-- ============================================================================================================
+-- Why: the first step of every transition on an order (attach a checkout, pay, cancel, refund, fulfil): lock its
+-- row, so the status compare-and-set that follows happens once, and refuse an unknown order with SH402.
+create function private.lock_order(p_order_id uuid)
+returns public.orders
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_order public.orders%rowtype;
+begin
+  select * into v_order from public.orders o where o.id = p_order_id for no key update;
+  if not found then
+    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  end if;
+  return v_order;
+end
+$$;
+
+revoke all on function private.lock_order(uuid) from public, anon, authenticated, service_role;

@@ -578,10 +578,7 @@ begin
       detail = jsonb_build_object('reason', 'bad checkout id')::text;
   end if;
 
-  select * into v_order from public.orders o where o.id = p_order_id for no key update;
-  if not found then
-    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
-  end if;
+  v_order := private.lock_order(p_order_id);
   if p_provider is distinct from v_order.payment_method then
     raise exception using errcode = 'SH400',
       message = format('invalid_request: order %s is paid with %s, not %s', p_order_id, v_order.payment_method, p_provider),
@@ -622,10 +619,7 @@ declare
   v_product_ids uuid[];
   v_location_ids smallint[];
 begin
-  select * into v_order from public.orders o where o.id = p_order_id for no key update;
-  if not found then
-    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
-  end if;
+  v_order := private.lock_order(p_order_id);
   if v_order.status = 'cancelled' then
     return jsonb_build_object('result', 'already_cancelled', 'order', private.order_json(p_order_id));
   end if;

@@ -104,10 +104,7 @@ begin
       detail = jsonb_build_object('reason', 'bad provider')::text;
   end if;
 
-  select * into v_order from public.orders o where o.id = p_order_id for no key update;
-  if not found then
-    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
-  end if;
+  v_order := private.lock_order(p_order_id);
 
   if p_provider <> v_order.payment_method then
     raise exception using errcode = 'SH400',
@@ -206,10 +203,7 @@ as $$
 declare
   v_order public.orders%rowtype;
 begin
-  select * into v_order from public.orders o where o.id = p_order_id for no key update;
-  if not found then
-    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
-  end if;
+  v_order := private.lock_order(p_order_id);
   if v_order.status not in ('paid', 'paid_out_of_stock', 'fulfilled') then
     raise exception using errcode = 'SH410',
       message = format('invalid_transition: cannot refund an order that is %s', v_order.status),
@@ -263,10 +257,7 @@ begin
       detail = jsonb_build_object('reason', 'bad refund amount')::text;
   end if;
   -- locked before reading, so two increments at once add up instead of one overwriting the other
-  select o.refunded_amount into v_refunded from public.orders o where o.id = p_order_id for no key update;
-  if not found then
-    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
-  end if;
+  v_refunded := (private.lock_order(p_order_id)).refunded_amount;
   return public.record_refund_total(p_order_id, p_provider_ref, v_refunded + p_amount, p_currency);
 end
 $$;
@@ -288,10 +279,7 @@ as $$
 declare
   v_order public.orders%rowtype;
 begin
-  select * into v_order from public.orders o where o.id = p_order_id for no key update;
-  if not found then
-    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
-  end if;
+  v_order := private.lock_order(p_order_id);
   if v_order.status = 'fulfilled' then
     return jsonb_build_object('result', 'already_fulfilled', 'order', private.order_json(p_order_id));
   end if;
