@@ -67,24 +67,30 @@ end
 $$;
 
 -- Why: one correlation id ties a request's log lines to the ledger and status rows it wrote.
+-- PL/pgSQL, like the readers below: a SQL function with SET search_path is parsed and planned again on every
+-- call (create_order and the sweep call these on every order).
 create function private.correlation_id()
 returns text
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-  select nullif(current_setting('app.correlation_id', true), '')
+begin
+  return nullif(pg_catalog.current_setting('app.correlation_id', true), '');
+end
 $$;
 
 -- Why: statement-level triggers cannot take arguments from the statement that fired them, so the functions
 -- that change an order's status put the reason in a transaction-local setting just before the UPDATE.
 create function private.status_reason()
 returns text
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-  select nullif(current_setting('stockhold.status_reason', true), '')
+begin
+  return nullif(pg_catalog.current_setting('stockhold.status_reason', true), '');
+end
 $$;
 
 -- Why: a status change is only ever requested with its reason; this keeps the set/clear pair in one place.
