@@ -315,6 +315,33 @@ export const CHECKS: Check[] = [
          or (o.status = 'expired' and o.expired_at is null)
       order by 1`,
   },
+  // ---- references without foreign keys (products and stock levels are never deleted; this proves it) ---------
+  {
+    invariant: "references_exist",
+    rule: "every order line names a product, every reservation and ledger row a stock level",
+    query: (sql, scope) =>
+      sql`
+      select format('%s %s names %s, which does not exist', r.kind, r.id, r.target) as detail
+      from (
+        select 'order line' as kind, i.order_id || '/' || i.line_no as id, 'product ' || i.product_id as target
+        from public.order_items i
+        where not exists (select 1 from public.products p where p.id = i.product_id)
+          and (${scope.products}::uuid[] is null or i.product_id = any (${scope.products}::uuid[]))
+        union all
+        select 'reservation', r.id::text, format('stock level %s/%s', r.product_id, r.location_id)
+        from private.reservations r
+        where not exists (select 1 from private.stock_levels s
+                          where s.product_id = r.product_id and s.location_id = r.location_id)
+          and (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
+        union all
+        select 'ledger row', m.id::text, format('stock level %s/%s', m.product_id, m.location_id)
+        from private.stock_movements m
+        where not exists (select 1 from private.stock_levels s
+                          where s.product_id = m.product_id and s.location_id = m.location_id)
+          and (${scope.products}::uuid[] is null or m.product_id = any (${scope.products}::uuid[]))
+      ) r
+      order by 1`,
+  },
   // ---- 6. the browser's keys reach only what they may -------------------------------------------------------
   {
     invariant: "api_privileges",

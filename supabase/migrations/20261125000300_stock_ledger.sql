@@ -71,8 +71,8 @@ create trigger stock_movements_no_truncate
 -- ============================================================================================================
 -- Why: the one place stock rows are locked. Every rule that changes stock_levels calls it first, and it always
 -- locks in (product_id, location_id) order, so two transactions can never hold each other's rows: no deadlock.
--- FOR NO KEY UPDATE is enough to serialise writers and, unlike FOR UPDATE, does not block foreign-key checks
--- (reservations reference stock_levels). Callers take it as late as they can: the lock lasts until commit.
+-- FOR NO KEY UPDATE is enough to serialise writers (and is what an UPDATE of the figures takes anyway).
+-- Callers take it as late as they can: the lock lasts until commit.
 -- p_location_ids null: every location of the products; otherwise the rows (p_product_ids[i], p_location_ids[i]),
 -- exactly (a release at the shop does not hold up online buyers drawing from the warehouse).
 -- p_skip_locked (the sweep, which may already hold stock rows from an earlier batch and so must never wait)

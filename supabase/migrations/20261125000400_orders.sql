@@ -76,7 +76,9 @@ grant select on public.orders to anon, authenticated, service_role;
 create table public.order_items (
   order_id uuid not null references public.orders (id),
   line_no smallint not null check (line_no >= 1),
-  product_id uuid not null references public.products (id),
+  -- no foreign key: products are never deleted nor re-keyed (keep_referenced_rows), and a foreign key check would
+  -- lock the product row of every line sold (see 20261125000200_catalogue.sql)
+  product_id uuid not null,
   sku text not null,
   name text not null,
   quantity integer not null check (quantity between 1 and 1000),
@@ -91,8 +93,6 @@ create table public.order_items (
   constraint order_items_total check (line_total = line_subtotal + line_tax)
 );
 comment on table public.order_items is 'Order lines with name, unit price and tax rate copied at order time.';
-
-create index order_items_product_idx on public.order_items (product_id);
 
 alter table public.order_items enable row level security;
 

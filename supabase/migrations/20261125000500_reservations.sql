@@ -44,8 +44,8 @@ create table private.reservations (
   expires_at timestamptz not null,
   created_at timestamptz not null default now(),
   closed_at timestamptz,
-  constraint reservations_stock_level_fk foreign key (product_id, location_id)
-    references private.stock_levels (product_id, location_id),
+  -- (product_id, location_id) names a stock level, without a foreign key: stock levels are never deleted nor
+  -- re-keyed (keep_referenced_rows), and the check would lock the hot stock row of every order a second time
   constraint reservations_closed_has_time check ((status = 'active') = (closed_at is null))
 );
 comment on table private.reservations is
@@ -279,12 +279,16 @@ $$;
 -- unlocked read, the reservations and their ledger rows are inserted, and only then is `reserved` moved by one
 -- conditional UPDATE per stock row (`on_hand - reserved >= quantity`, re-checked on the row's newest version
 -- when it waits), one row at a time in (product_id, location_id) order, lock_stock's order, so no deadlock (a
--- multi-row UPDATE locks in no guaranteed order). The reservations' foreign key takes FOR KEY SHARE on the stock
--- row, which does not conflict with the FOR NO KEY UPDATE of a buyer holding it. Whenever the fast path cannot
+-- multi-row UPDATE locks in no guaranteed order). Nothing else locks the product or stock row (no foreign keys
+-- point at them). Whenever the fast path cannot
 -- be sure (the unlocked read shows too little free stock, or lapsed reservations on these products that exact
 -- expiry should free first, or a conditional UPDATE finds the units gone), its sub-block is rolled back (a
 -- subtransaction: its row locks and rows go with it) and the locked path (5b) decides as it always did: lock
 -- every stock row of the products in order, expire what lapsed, check every line, reserve or raise SH409.
+-- Generic plans (plan_cache_mode): every statement here reads a handful of rows by key, so it is planned once per
+-- session; the plan cache had kept re-planning several statements on every call (a custom plan sees the array
+-- lengths), which cost more than running them. The joins to the catalogue are index probes per line (LATERAL),
+-- so a generic plan never scans the catalogue.
 create function public.create_order(
   p_items jsonb,
   p_payment_method text,

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(20);
+select plan(22);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -192,6 +192,12 @@ select is(
   (select count(*)::int from probes),
   (select count(*)::int * 4 from script),
   'probes_complete: every probe ran for every caller');
+
+-- ---- the back office edits products but never their id (order lines and the ledger name products by id) ----------
+select column_privs_are('public', 'products', 'name', 'service_role', array['SELECT', 'INSERT', 'UPDATE'],
+  'grants_catalogue_edit: service_role may rename a product');
+select column_privs_are('public', 'products', 'id', 'service_role', array['SELECT', 'INSERT'],
+  'grants_catalogue_id: service_role may not change a product''s id');
 
 select * from finish();
 rollback;

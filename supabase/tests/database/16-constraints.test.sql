@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(17);
+select plan(23);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -62,6 +62,23 @@ select throws_ok(format($$update private.reservations set quantity = 0 where ord
 select throws_ok(format($$update private.reservations set status = 'consumed' where order_id = %L$$, :'a'), '23514',
   'new row for relation "reservations" violates check constraint "reservations_closed_has_time"',
   'check_reservation_closed: a closed reservation records when it closed');
+
+-- ---- referenced rows stay (order lines, reservations and the ledger name them without foreign keys) ----------------
+select throws_ok(format($$delete from public.products where id = %L$$, :'p'), '23001',
+  'public.products rows are referenced by orders, reservations and the ledger: DELETE is refused',
+  'keep_products: a product that was sold is never deleted (it is taken off sale instead)');
+select throws_ok(format($$update public.products set id = gen_random_uuid() where id = %L$$, :'p'), '23001',
+  'public.products rows are referenced by orders, reservations and the ledger: changing the key is refused',
+  'keep_product_id: a product keeps its id');
+select lives_ok(format($$update public.products set id = id, name = 'Renamed' where id = %L$$, :'p'),
+  'keep_product_id: an update that leaves the id alone goes through');
+select throws_ok('truncate public.products cascade', '23001', null, 'keep_products: the catalogue cannot be truncated');
+select throws_ok(format($$delete from private.stock_levels where product_id = %L$$, :'p'), '23001',
+  'private.stock_levels rows are referenced by orders, reservations and the ledger: DELETE is refused',
+  'keep_stock_levels: a stock level is never deleted');
+select throws_ok(format($$update private.stock_levels set location_id = 3 - location_id where product_id = %L$$, :'p'),
+  '23001', 'private.stock_levels rows are referenced by orders, reservations and the ledger: changing the key is refused',
+  'keep_stock_level_key: a stock level keeps its product and location');
 
 select * from finish();
 rollback;

@@ -163,6 +163,20 @@ test("checker: an order without lines, and totals that are not the sum of the li
   assert.ok(a.sku);
 });
 
+test("checker: a reservation naming a stock level that does not exist is reported", async (sql) => {
+  const { a, ids, awaiting } = await shop(sql);
+  const problems = await problemsAfter(
+    sql,
+    ids,
+    (tx) =>
+      tx`insert into private.reservations (order_id, product_id, location_id, quantity, status, expires_at, closed_at)
+         values (${awaiting.id}::uuid, ${a.id}::uuid, 9, 1, 'released', now(), now())`,
+  );
+  const missing = problems.filter((p) => p.invariant === "references_exist");
+  assert.equal(missing.length, 1, JSON.stringify(problems));
+  assert.match(missing[0].message, new RegExp(`^reservation \\d+ names stock level ${a.id}/9`));
+});
+
 test("checker: an order that went to paid twice is reported", async (sql) => {
   const { ids, paid } = await shop(sql);
   const problems = await problemsAfter(
