@@ -10,6 +10,8 @@ const dbUrl = Deno.env.get("SUPABASE_DB_URL")!;
 const clients = Number(Deno.env.get("BENCH_CLIENTS") ?? 8);
 const seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 10);
 const httpClients = Number(Deno.env.get("BENCH_HTTP_CLIENTS") ?? 50);
+// The hot product again at one client per core (0: skip): what a connection pool sized to the machine runs.
+const fewClients = Number(Deno.env.get("BENCH_FEW_CLIENTS") ?? navigator.hardwareConcurrency);
 const sweepSizes = (Deno.env.get("BENCH_SWEEP_SIZES") ?? "10000,100000").split(",").map(Number);
 const sweepBatch = Number(Deno.env.get("BENCH_SWEEP_BATCH") ?? 0);
 const uniformProducts = 1000;
@@ -37,6 +39,7 @@ function percentile(sorted: number[], p: number): number {
 /** Runs one pgbench script for `seconds` with `clients`; latencies come from pgbench's per-transaction log. */
 async function pgbench(name: string, script: string, n = clients): Promise<Run> {
   progress(`${name}: pgbench, ${n} clients, ${seconds}s`);
+  await sql`checkpoint`; // every timed run starts from the same state (see sweep)
   const dir = await Deno.makeTempDir({ prefix: "stockhold-bench-" });
   await Deno.writeTextFile(`${dir}/script.sql`, script);
   const out = await new Deno.Command("pgbench", {
@@ -103,10 +106,17 @@ async function main() {
   await sql`insert into bench.hot values (1, 0) on conflict do nothing`;
   await sql`create table if not exists bench.pids (n int primary key, id uuid not null)`;
 
-  const limit = await pgbench("limit: UPDATE one hot row", "update bench.hot set n = n + 1 where id = 1;\n");
+  const limitScript = "update bench.hot set n = n + 1 where id = 1;\n";
+  const limit = await pgbench("limit: UPDATE one hot row", limitScript);
 
   const hotId = await product(`HOT-${stamp}`, 1_000_000);
   const hot = await pgbench("create_order, one hot product", orderCall(`'${hotId}'`));
+  const few = fewClients > 0 && fewClients !== clients
+    ? [
+      await pgbench("limit: UPDATE one hot row", limitScript, fewClients),
+      await pgbench("create_order, one hot product", orderCall(`'${hotId}'`), fewClients),
+    ]
+    : [];
 
   progress(`creating ${uniformProducts} products for the uniform runs`);
   for (let i = 1; i <= uniformProducts; i++) {
@@ -128,6 +138,10 @@ async function main() {
     seconds_per_run: seconds,
     limit,
     runs: [hot, uniform, http].map((r) => ({ ...r, ratio_to_limit: round(r.per_second / limit.per_second) })),
+    // the same pair at one client per core, the ratio against the limit measured with as many clients
+    few_clients: few.length
+      ? { limit: few[0], hot: { ...few[1], ratio_to_limit: round(few[1].per_second / few[0].per_second) } }
+      : null,
     sweeps,
   };
   print(result);
@@ -186,20 +200,30 @@ async function httpRun(): Promise<Run> {
 
 /**
  * Creates `size` reservations that lapsed an hour ago (orders of 10 lines over the uniform products, so setting up
- * 100k takes 10k create_order calls), then times what pg_cron runs, `call public.sweep_reservations()` (BENCH_SWEEP_BATCH overrides its batch size), which
- * commits after every batch, until nothing is left.
+ * 100k takes 10k create_order calls, each committed on its own as real orders are: in one transaction every stock
+ * row would carry a hundred row versions nobody could prune), then times what pg_cron runs,
+ * `call public.sweep_reservations()` (BENCH_SWEEP_BATCH overrides its batch size), which commits after every
+ * batch, until nothing is left. The timing starts after a CHECKPOINT, as every timed run does, so each starts
+ * from the same state instead of meeting a checkpoint the set-up's writes triggered.
  */
 async function sweep(size: number) {
   const lines = 10;
   progress(`sweep: creating ${size} lapsed reservations (${size / lines} orders of ${lines} lines)`);
-  await sql.unsafe(`select count(public.create_order(
-      (select jsonb_agg(jsonb_build_object('product_id', p.id, 'quantity', 1))
-         from bench.pids p where p.n between 1 + (g * ${lines}) % ${uniformProducts} and ${lines} + (g * ${lines}) % ${uniformProducts}),
-      'sumup', gen_random_uuid()::text, 'bench', '{}'::jsonb, null, now() - interval '2 hours'))
-    from generate_series(0, ${size / lines - 1}) g`);
+  await sql.unsafe(`do $$
+    begin
+      for g in 0 .. ${size / lines - 1} loop
+        perform public.create_order(
+          (select jsonb_agg(jsonb_build_object('product_id', p.id, 'quantity', 1))
+             from bench.pids p
+             where p.n between 1 + (g * ${lines}) % ${uniformProducts} and ${lines} + (g * ${lines}) % ${uniformProducts}),
+          'sumup', gen_random_uuid()::text, 'bench', '{}'::jsonb, null, now() - interval '2 hours');
+        commit;
+      end loop;
+    end $$`);
   const [{ n: lapsed }] = await sql`select count(*)::int as n from private.reservations
                                      where status = 'active' and expires_at < now()`;
   await sql`vacuum analyze`;
+  await sql`checkpoint`;
   progress(`sweep: releasing ${lapsed}`);
   const t0 = performance.now();
   // The procedure's own batch size (what the cron job runs) unless BENCH_SWEEP_BATCH says otherwise.
@@ -212,7 +236,10 @@ async function sweep(size: number) {
 }
 
 function print(r: Awaited<ReturnType<typeof Object>>) {
-  const rows = [r.limit, ...r.runs] as (Run & { ratio_to_limit?: number })[];
+  const rows = [r.limit, ...r.runs, ...(r.few_clients ? [r.few_clients.limit, r.few_clients.hot] : [])] as (
+    & Run
+    & { ratio_to_limit?: number }
+  )[];
   console.log(`\nstockhold bench — ${r.machine}; ${r.postgres.split(",")[0]}; ${r.seconds_per_run}s per run\n`);
   console.log("| run | clients | count | per second | p50 ms | p99 ms | ratio to limit |");
   console.log("|---|---:|---:|---:|---:|---:|---:|");

@@ -248,7 +248,10 @@ grant execute on function public.expire_reservations(timestamptz, integer, integ
 -- reason it cannot carry SET search_path or SECURITY DEFINER: it runs as its caller (service_role, or the pg_cron
 -- job's owner), uses only schema-qualified names, and does its work through expire_reservations, which is both.
 -- CALL it at top level, outside an explicit transaction block.
-create procedure public.sweep_reservations(p_batch_size integer default 1000)
+-- Batches of 5000 (~70 ms each on the bench machine): a buyer whose stock row is in a batch waits at most that
+-- long, and the per-batch work (a stock row is locked and updated once per batch however many of its reservations
+-- the batch releases, one commit) is spread over five times as many rows as with 1000 (100k: ~2.3 s -> ~1.7 s).
+create procedure public.sweep_reservations(p_batch_size integer default 5000)
 language plpgsql
 as $$
 declare
