@@ -45,6 +45,9 @@ async function pgbench(name: string, script: string, n = clients): Promise<Run> 
   const out = await new Deno.Command("pgbench", {
     args: [
       "-n",
+      // extended protocol with prepared statements, as postgres.js (the edge functions) and PostgREST call
+      "-M",
+      "prepared",
       "-c",
       String(n),
       "-j",
