@@ -35,7 +35,11 @@ insert into private.settings (payment_method, reservation_ttl) values
 -- or turns them into a deduction, always with a ledger row. All reservations of an order share its
 -- reservation_expires_at.
 create table private.reservations (
-  id bigint generated always as identity primary key,
+  -- Leaf pages half full (fillfactor 50): every reservation is updated exactly once, when it closes, and that update
+  -- cannot be HOT (status is in the partial indexes' predicate), so it adds a second entry beside each key. With
+  -- room for it, closing a page's worth of reservations does not split every leaf nor run a bottom-up deletion
+  -- pass that cannot delete anything yet (the sweep: ~15 % faster).
+  id bigint generated always as identity primary key with (fillfactor = 50),
   order_id uuid not null references public.orders (id),
   product_id uuid not null,
   location_id smallint not null,
@@ -58,7 +62,7 @@ create index reservations_active_expiry_idx on private.reservations (expires_at,
 create index reservations_active_product_idx
   on private.reservations (product_id, expires_at) where status = 'active';
 -- Why: payment and cancellation find an order's open reservations.
-create index reservations_order_idx on private.reservations (order_id);
+create index reservations_order_idx on private.reservations (order_id) with (fillfactor = 50);
 
 alter table private.reservations enable row level security;
 revoke all on private.reservations from public, anon, authenticated, service_role;
