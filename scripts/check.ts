@@ -328,17 +328,15 @@ export const CHECKS: Check[] = [
         where not exists (select 1 from public.products p where p.id = i.product_id)
           and (${scope.products}::uuid[] is null or i.product_id = any (${scope.products}::uuid[]))
         union all
-        select 'reservation', r.id::text, format('stock level %s/%s', r.product_id, r.location_id)
-        from private.reservations r
+        select x.kind, x.id, format('stock level %s/%s', x.product_id, x.location_id)
+        from (
+          select 'reservation' as kind, r.id::text as id, r.product_id, r.location_id from private.reservations r
+          union all
+          select 'ledger row', m.id::text, m.product_id, m.location_id from private.stock_movements m
+        ) x
         where not exists (select 1 from private.stock_levels s
-                          where s.product_id = r.product_id and s.location_id = r.location_id)
-          and (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
-        union all
-        select 'ledger row', m.id::text, format('stock level %s/%s', m.product_id, m.location_id)
-        from private.stock_movements m
-        where not exists (select 1 from private.stock_levels s
-                          where s.product_id = m.product_id and s.location_id = m.location_id)
-          and (${scope.products}::uuid[] is null or m.product_id = any (${scope.products}::uuid[]))
+                          where s.product_id = x.product_id and s.location_id = x.location_id)
+          and (${scope.products}::uuid[] is null or x.product_id = any (${scope.products}::uuid[]))
       ) r
       order by 1`,
   },
