@@ -26,6 +26,12 @@ export interface TxContext {
   role?: DbRole;
   /** The verified JWT claims, for auth.uid()/auth.jwt() in RLS policies. */
   claims?: Record<string, unknown>;
+  /**
+   * False: the commit does not wait for its WAL flush (synchronous_commit off for this transaction only). For
+   * writes whose loss in a crash is harmless, such as a rate-limit counter: WAL is written in order, so the next
+   * durable commit (the order itself) flushes it anyway. Default true.
+   */
+  durable?: boolean;
 }
 
 let pool: { url: string; sql: Sql } | null = null;
@@ -65,11 +71,14 @@ export function withTx<T>(ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T
   const role: DbRole = ctx.role ?? "service_role";
   const claims = JSON.stringify(ctx.claims ?? {});
   return db().begin(async (tx) => {
-    // One round trip: set_config('role', ..) is SET LOCAL ROLE, as PostgREST does it.
+    // One round trip: set_config('role', ..) is SET LOCAL ROLE, as PostgREST does it. A durable transaction
+    // leaves synchronous_commit as the database has it (which may be stricter than on, with replicas).
+    const notDurable = ctx.durable === false ? tx`, set_config('synchronous_commit', 'off', true)` : tx``;
     await tx`select set_config('app.correlation_id', ${ctx.correlationId}, true),
                     set_config('app.actor', ${ctx.actor}, true),
                     set_config('request.jwt.claims', ${claims}, true),
-                    set_config('role', ${role}, true)`;
+                    set_config('role', ${role}, true)
+                    ${notDurable}`;
     return await fn(tx);
   }) as Promise<T>;
 }
