@@ -253,6 +253,11 @@ const ERROR_EXAMPLES: Record<string, unknown> = {
     "The payment provider could not be reached; the order was cancelled and its stock released. Retry with a new Idempotency-Key.",
     { order_id: ORDER_ID, provider: "stripe" },
   ),
+  payment_provider_refused: errorExample(
+    "payment_provider_refused",
+    "The payment provider refused to open a payment for this order (amount_too_small); the order was cancelled and its stock released. Retrying the same order will not help.",
+    { order_id: ORDER_ID, provider: "stripe", provider_code: "amount_too_small" },
+  ),
   payment_provider_not_configured: errorExample("payment_provider_not_configured", "SumUp is not configured."),
   temporarily_unavailable: errorExample("temporarily_unavailable", "The service is busy; retry shortly."),
   invalid_signature: errorExample("invalid_signature", "The Stripe-Signature header is missing, invalid or too old."),
@@ -320,6 +325,15 @@ const HANDLER_ERRORS: ErrorEntry[] = [
       "cancelled and its stock released, `details.order_id` names it: retry with a new Idempotency-Key. " +
       "sumup-webhook: SumUp's API could not be reached to verify the checkout; SumUp retries the notification.",
     source: "orders-create, sumup-webhook (_shared/sumup.ts)",
+  },
+  {
+    code: "payment_provider_refused",
+    status: 422,
+    meaning: "orders-create: Stripe refused the Checkout Session itself (it is up; e.g. `amount_too_small`, a " +
+      "total under its minimum charge), `details.provider_code` says why; the order was cancelled and its stock " +
+      "released, `details.order_id` names it. Retrying the same order will not help. A replay with the same " +
+      "Idempotency-Key gets the same answer.",
+    source: "orders-create",
   },
   {
     code: "payment_provider_not_configured",
@@ -773,7 +787,8 @@ async function operations(): Promise<Operation[]> {
         "SumUp is down the order stands and staff confirm the payment with orders-instore).\n" +
         "- `stripe` (online): a Stripe Checkout Session is created from the database's lines; send the buyer to " +
         "`checkout_url`. Its expiry fits inside the reservation. If Stripe fails, the order is cancelled, its " +
-        "stock released, and the answer is 502 `payment_provider_unavailable`.\n\n" +
+        "stock released, and the answer is 502 `payment_provider_unavailable`; if Stripe refuses the session " +
+        "(e.g. a total under its minimum charge), the same but 422 `payment_provider_refused`.\n\n" +
         "**Idempotency:** the `Idempotency-Key` header is required. Retrying with the same key and body returns " +
         "the same order (201 with `Idempotent-Replayed: true`); the same key with another body is refused " +
         "(422 `idempotency_key_reused`).\n\n" +
@@ -826,7 +841,7 @@ async function operations(): Promise<Operation[]> {
         404: ["product_not_found"],
         405: ["method_not_allowed"],
         409: ["insufficient_stock", "invalid_transition"],
-        422: ["idempotency_key_reused"],
+        422: ["idempotency_key_reused", "payment_provider_refused"],
         429: ["rate_limited"],
         502: ["payment_provider_unavailable"],
         ...common,

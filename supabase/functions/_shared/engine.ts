@@ -91,6 +91,14 @@ export async function recordRefund(
   );
 }
 
+/** Why the order was cancelled (the reason cancel_order recorded), or null if it never was. service_role only. */
+export async function cancelReason(tx: Tx, orderId: string): Promise<string | null> {
+  const rows = await tx`select t.reason from admin.order_timeline t
+                        where t.order_id = ${orderId}::uuid and t.kind = 'status' and t.to_status = 'cancelled'
+                        order by t.at desc limit 1`;
+  return (rows[0]?.reason as string | undefined) ?? null;
+}
+
 /** The order if the transaction's role/claims may see it (RLS), else null. */
 export async function getOrder(tx: Tx, orderId: string): Promise<Order | null> {
   return single(await tx`select public.get_order(${orderId}::uuid) as result`);

@@ -47,6 +47,15 @@ export function isStripeTransient(err: unknown): boolean {
   return status >= 500 || status === 429 || (status === 409 && err.code === "lock_timeout");
 }
 
+/**
+ * Stripe's `code` when it refused the request itself (400-class invalid_request_error, e.g. `amount_too_small`):
+ * Stripe is up, and asking again will not change its answer. Null for anything else.
+ */
+export function stripeRefusalCode(err: unknown): string | null {
+  if (!(err instanceof Stripe.errors.StripeInvalidRequestError)) return null;
+  return err.code ?? "invalid_request";
+}
+
 /** Runs a Stripe call under the "stripe" timeout/retry/breaker policies. */
 export function callStripe<T>(fn: (stripe: Stripe) => Promise<T>, options: ProviderCallOptions): Promise<T> {
   return callProvider("stripe", isStripeTransient, () => fn(stripeClient()), options);

@@ -5,12 +5,20 @@
  */
 import { authenticate, type Caller } from "../_shared/auth.ts";
 import { withTx } from "../_shared/db.ts";
-import { attachCheckout, cancelOrder, createOrder, getOrder, type Order, rateLimitHit } from "../_shared/engine.ts";
+import {
+  attachCheckout,
+  cancelOrder,
+  cancelReason,
+  createOrder,
+  getOrder,
+  type Order,
+  rateLimitHit,
+} from "../_shared/engine.ts";
 import { orderRateLimit, stripeConfig, sumupConfig } from "../_shared/env.ts";
 import { AppError } from "../_shared/errors.ts";
 import { clientAddress, json, readJson, type RequestContext, serve } from "../_shared/http.ts";
 import { describeError } from "../_shared/log.ts";
-import { callStripe } from "../_shared/stripe.ts";
+import { callStripe, stripeRefusalCode } from "../_shared/stripe.ts";
 import { type FieldError, parseOrThrow } from "../_shared/validate.ts";
 import { sessionIdempotencyKey, sessionParams } from "./checkout.ts";
 import { requestHash } from "./request-hash.ts";
@@ -53,6 +61,26 @@ function providerUnavailable(order: Order): AppError {
   );
 }
 
+/** The cancel reason recorded when Stripe itself refused the session; its code follows the colon. */
+const REFUSED = "payment_provider_refused";
+
+function providerRefused(order: Order, providerCode: string): AppError {
+  return new AppError(
+    422,
+    "payment_provider_refused",
+    `The payment provider refused to open a payment for this order (${providerCode}); the order was cancelled ` +
+      "and its stock released. Retrying the same order will not help.",
+    { details: { order_id: order.id, provider: order.payment_method, provider_code: providerCode } },
+  );
+}
+
+/** The answer a replay gets for an order its first attempt cancelled because the checkout could not be opened. */
+function checkoutFailure(order: Order, reason: string | null): AppError {
+  return reason?.startsWith(`${REFUSED}:`)
+    ? providerRefused(order, reason.slice(REFUSED.length + 1))
+    : providerUnavailable(order);
+}
+
 /** Opens (or, on a replay whose first attempt died early, reopens) the Stripe session; cancels the order on failure. */
 async function openStripeCheckout(
   order: Order,
@@ -79,18 +107,25 @@ async function openStripeCheckout(
     // is fine and must not be cancelled by this attempt's failure.
     const current = await withTx(txCtx, (tx) => getOrder(tx, order.id)).catch(() => null);
     if (current?.checkout_url) return current;
-    ctx.log.warn("stripe checkout failed; cancelling the order", {
-      order_id: order.id,
-      error: describeError(err),
-    });
+    // Stripe refusing the session itself (e.g. a total under its minimum charge) is not an outage: say so, so
+    // the client does not retry what cannot succeed.
+    const refusal = stripeRefusalCode(err);
+    ctx.log.warn(
+      refusal ? "stripe refused the checkout; cancelling the order" : "stripe checkout failed; cancelling the order",
+      {
+        order_id: order.id,
+        error: describeError(err),
+      },
+    );
     // Release the stock now rather than leave it reserved until the sweep.
-    await withTx(txCtx, (tx) => cancelOrder(tx, order.id, "payment_provider_unavailable")).catch((cancelErr) =>
+    const reason = refusal ? `${REFUSED}:${refusal}` : "payment_provider_unavailable";
+    await withTx(txCtx, (tx) => cancelOrder(tx, order.id, reason)).catch((cancelErr) =>
       ctx.log.error("cancelling after a provider failure failed", {
         order_id: order.id,
         error: describeError(cancelErr),
       })
     );
-    throw providerUnavailable(order);
+    throw refusal ? providerRefused(order, refusal) : providerUnavailable(order);
   }
   // If this fails the session still exists; a replay gets it back from Stripe and stores it then.
   return await withTx(txCtx, (tx) => attachCheckout(tx, order.id, { provider: "stripe", ...session }));
@@ -146,8 +181,13 @@ const framed = serve(
       if (order.status === "awaiting_payment" && !order.checkout_url) {
         order = await openStripeCheckout(order, body, caller, ctx);
       } else if (created.replayed && order.status === "cancelled" && !order.provider_checkout_id) {
-        // The first attempt ended in 502 and cancelled the order: the same key gives the same answer.
-        throw providerUnavailable(order);
+        // The first attempt could not open the checkout and cancelled the order: the same key gives the same
+        // answer (502 unavailable, or 422 refused), told apart by the reason it recorded.
+        const reason = await withTx(
+          { correlationId: ctx.correlationId, actor: caller.actor },
+          (tx) => cancelReason(tx, order.id),
+        );
+        throw checkoutFailure(order, reason);
       }
     } else if (order.status === "awaiting_instore_payment" && !order.provider_checkout_id && sumupConfig()) {
       order = await openSumupCheckout(order, caller, ctx);

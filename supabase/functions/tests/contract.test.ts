@@ -223,6 +223,14 @@ test("contract: orders-create 502 when Stripe is down (order cancelled)", async 
   assert.equal(res.body.error.code, "payment_provider_unavailable");
 });
 
+test("contract: orders-create 422 when Stripe refuses the session (a total under its minimum charge)", async () => {
+  const product = await makeProduct(sql, { stock: 2, price: 10, taxBp: 0 });
+  const res = await createOrder(orderBody(product.id, 1, "stripe"));
+  assert.equal(res.status, 422);
+  assert.equal(res.body.error.code, "payment_provider_refused");
+  assert.equal(res.body.error.details.provider_code, "amount_too_small");
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // orders-get
 // ---------------------------------------------------------------------------------------------------------

@@ -157,7 +157,14 @@ Deno.test("every `new AppError(status, code)` in the functions is in the error t
     }
   }
   for (
-    const code of ["rate_limited", "payment_provider_unavailable", "invalid_signature", "unauthorized", "forbidden"]
+    const code of [
+      "rate_limited",
+      "payment_provider_unavailable",
+      "payment_provider_refused",
+      "invalid_signature",
+      "unauthorized",
+      "forbidden",
+    ]
   ) {
     assert.ok(found.includes(code), `${code} was expected in the sources`);
   }

@@ -479,6 +479,37 @@ test("502 payment_provider_unavailable: Stripe errors, the order is cancelled an
   assert.equal(stripe.sessionCreates().length - before, 2);
 });
 
+test("422 payment_provider_refused: Stripe refuses the session; no retry, breaker untouched, cancelled, stock back, replay alike", async () => {
+  Deno.env.set("PROVIDER_BREAKER_THRESHOLD", "1");
+  // 10 cents, no tax: under Stripe's minimum charge, which Stripe (the fake, as the real one) refuses with 400.
+  const pin = await makeProduct(sql, { stock: 3, price: 10, taxBp: 0 });
+  const key = crypto.randomUUID();
+  const body = stripeBody([{ product_id: pin.id, quantity: 2 }]);
+  const before = stripe.sessionCreates().length;
+
+  const res = await call(body, { key });
+  assert.equal(res.status, 422, JSON.stringify(res.body));
+  assert.equal(res.body.error.code, "payment_provider_refused");
+  assert.equal(res.body.error.details.provider_code, "amount_too_small");
+  assert.equal(stripe.sessionCreates().length - before, 1, "a refusal is not retried");
+  assert.equal(breakerState("stripe"), "closed", "a refusal is not an outage");
+  const orderId = res.body.error.details.order_id;
+  assert.equal((await orderRow(sql, orderId)).status, "cancelled");
+  assert.deepEqual(await stockOf(sql, pin.id), { onHand: 3, reserved: 0 });
+
+  // The same key again: the same 422 for the same order, without asking Stripe again.
+  const again = await call(body, { key });
+  assert.equal(again.status, 422);
+  assert.equal(again.body.error.code, "payment_provider_refused");
+  assert.equal(again.body.error.details.order_id, orderId);
+  assert.equal(again.body.error.details.provider_code, "amount_too_small");
+  assert.equal(stripe.sessionCreates().length - before, 1);
+
+  // Orders Stripe accepts go through as before: the breaker did not open.
+  const mug = await makeProduct(sql);
+  assert.equal((await call(stripeBody([{ product_id: mug.id, quantity: 1 }]))).status, 201);
+});
+
 test("a transient Stripe failure is retried with the same idempotency key and succeeds", async () => {
   stripe.failNext(1);
   const mug = await makeProduct(sql);

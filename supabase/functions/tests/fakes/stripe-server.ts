@@ -5,7 +5,9 @@
  * can play an outage: 500 answers, or requests that hang until the client gives up.
  *
  * Implemented endpoints, with Stripe's field names:
- * - `POST /v1/checkout/sessions` (create; amount_total is the sum of the price_data lines)
+ * - `POST /v1/checkout/sessions` (create; amount_total is the sum of the price_data lines; a total under 50 minor
+ *   units is refused as Stripe refuses a charge below its minimum: 400 invalid_request_error `amount_too_small`,
+ *   not remembered under the idempotency key, since Stripe keeps no result for a request it rejected up front)
  * - `GET /v1/checkout/sessions/{id}` (retrieve; 404 when unknown)
  */
 
@@ -67,8 +69,16 @@ function json(status: number, body: unknown): Response {
   });
 }
 
-function stripeError(status: number, type: string, message: string): Response {
-  return json(status, { error: { type, message } });
+function stripeError(status: number, type: string, message: string, code?: string): Response {
+  return json(status, { error: { type, message, ...(code ? { code } : {}) } });
+}
+
+/** Stripe's smallest chargeable amount in EUR and USD, in minor units. */
+const MINIMUM_AMOUNT = 50;
+
+function sessionTotal(params: Record<string, unknown>): number {
+  const lines = (params.line_items ?? []) as { quantity: string; price_data: { unit_amount: string } }[];
+  return lines.reduce((sum, l) => sum + Number(l.price_data.unit_amount) * Number(l.quantity), 0);
 }
 
 /** Starts a fake Stripe API server on a free port. Close it with `close()` at the end of the test. */
@@ -81,11 +91,8 @@ export function startFakeStripe(): FakeStripe {
   let closed = false;
 
   function createSession(params: Record<string, unknown>): Record<string, unknown> {
-    const lines = (params.line_items ?? []) as {
-      quantity: string;
-      price_data: { unit_amount: string; currency: string };
-    }[];
-    const amount = lines.reduce((sum, l) => sum + Number(l.price_data.unit_amount) * Number(l.quantity), 0);
+    const lines = (params.line_items ?? []) as { price_data: { currency: string } }[];
+    const amount = sessionTotal(params);
     const id = `cs_test_${crypto.randomUUID().replaceAll("-", "")}`;
     const session = {
       id,
@@ -148,6 +155,14 @@ export function startFakeStripe(): FakeStripe {
       const key = record.idempotencyKey;
       const earlier = key ? byIdempotencyKey.get(key) : undefined;
       if (earlier) return json(earlier.status, earlier.body);
+      if (sessionTotal(record.params) < MINIMUM_AMOUNT) {
+        return stripeError(
+          400,
+          "invalid_request_error",
+          `The Checkout Session's total amount due must add up to at least ${MINIMUM_AMOUNT} minor units.`,
+          "amount_too_small",
+        );
+      }
       const session = createSession(record.params);
       if (key) byIdempotencyKey.set(key, { status: 200, body: session });
       return json(200, session);
