@@ -68,6 +68,74 @@ revoke all on function public.record_payment_event(text, text, text, uuid) from 
 grant execute on function public.record_payment_event(text, text, text, uuid) to service_role;
 
 -- ============================================================================================================
+-- take_order_stock
+-- ============================================================================================================
+-- Why: the one rule that hands a paid order its goods, for mark_paid (the payment) and allocate_paid_order (an
+-- order paid when its stock was gone, once stock is back). Locks the order's open reservations, then the stock rows
+-- of all its products; reserves what the open reservations do not cover (all of it after an expiry or a cancel),
+-- expiring lapsed reservations of others first; then either consumes every reservation of the order (on_hand
+-- deducted once per reservation, ledger 'fulfil') and returns null, or, when stock is short, releases what was
+-- still held, moves no stock and returns the short lines (reserve_stock's SH409 detail). The caller has locked the
+-- order row and decides its status.
+create function private.take_order_stock(p_order_id uuid, p_payment_method text, p_now timestamptz)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_res_ids bigint[];
+  v_product_ids uuid[];
+  v_missing_ids uuid[];
+  v_missing_qty integer[];
+  v_short jsonb;
+begin
+  -- The order's own open reservations first, then the stock rows of every product of the order.
+  select array_agg(r.id) into v_res_ids
+  from (
+    select r.id from private.reservations r
+    where r.order_id = p_order_id and r.status = 'active'
+    order by r.id
+    for no key update
+  ) r;
+
+  select array_agg(i.product_id order by i.product_id) into v_product_ids
+  from public.order_items i where i.order_id = p_order_id;
+
+  perform private.lock_stock(v_product_ids);
+
+  -- What the open reservations do not cover.
+  select array_agg(i.product_id order by i.line_no), array_agg(i.quantity - coalesce(h.quantity, 0) order by i.line_no)
+  into v_missing_ids, v_missing_qty
+  from public.order_items i
+  left join (
+    select r.product_id, sum(r.quantity)::integer as quantity
+    from private.reservations r
+    where r.order_id = p_order_id and r.status = 'active'
+    group by r.product_id
+  ) h on h.product_id = i.product_id
+  where i.order_id = p_order_id and i.quantity > coalesce(h.quantity, 0);
+
+  if v_missing_ids is not null then
+    perform private.expire_lapsed_on(v_missing_ids, p_now, p_order_id);
+    v_short := private.reserve_stock(p_order_id, v_missing_ids, v_missing_qty, p_payment_method, p_now);
+  end if;
+
+  if v_short is null then
+    -- Everything is held for this order now: consume it all, deducting on_hand once per reservation.
+    perform private.close_reservations(
+      array(select r.id from private.reservations r where r.order_id = p_order_id and r.status = 'active'),
+      'consumed', p_now);
+  else
+    -- Not enough left: hand back what was still held and leave stock untouched.
+    perform private.close_reservations(v_res_ids, 'released', p_now);
+  end if;
+  return v_short;
+end
+$$;
+
+revoke all on function private.take_order_stock(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+
+-- ============================================================================================================
 -- mark_paid
 -- ============================================================================================================
 -- Why: the moment money turns reserved stock into sold stock. A compare-and-set on the order row: the first
@@ -75,8 +143,9 @@ grant execute on function public.record_payment_event(text, text, text, uuid) to
 -- replayed call waits for the row, then finds it paid and reports already_paid, changing nothing. An amount or
 -- currency that differs from the order's total is not accepted: it is recorded in the status history and the
 -- order stays unpaid. A payment that arrives after the reservation lapsed (or after a cancel) re-reserves what is
--- missing if stock allows; otherwise the order becomes paid_out_of_stock for a person to resolve, and no stock
--- moves: never negative stock. Lock order: order row, its reservations, then stock rows (lock_stock).
+-- missing if stock allows (take_order_stock); otherwise the order becomes paid_out_of_stock for a person to resolve
+-- (refund it, or restock and allocate_paid_order), and no stock moves: never negative stock. Lock order: order
+-- row, its reservations, then stock rows (lock_stock).
 create function public.mark_paid(
   p_order_id uuid,
   p_provider text,
@@ -92,11 +161,6 @@ set search_path = ''
 as $$
 declare
   v_order public.orders%rowtype;
-  v_res_ids bigint[];
-  v_product_ids uuid[];
-  v_missing_ids uuid[];
-  v_missing_qty integer[];
-  v_short jsonb;
   v_result text;
 begin
   if p_provider is null or p_provider not in ('sumup', 'stripe') then
@@ -126,48 +190,8 @@ begin
     return jsonb_build_object('result', 'amount_mismatch', 'order', private.order_json(p_order_id));
   end if;
 
-  -- Our own open reservations first, then the stock rows of every product of the order.
-  select array_agg(r.id) into v_res_ids
-  from (
-    select r.id from private.reservations r
-    where r.order_id = p_order_id and r.status = 'active'
-    order by r.id
-    for no key update
-  ) r;
-
-  select array_agg(i.product_id order by i.product_id) into v_product_ids
-  from public.order_items i where i.order_id = p_order_id;
-
-  perform private.lock_stock(v_product_ids);
-
-  -- What the open reservations do not cover (all of it after an expiry or a cancel).
-  select array_agg(i.product_id order by i.line_no), array_agg(i.quantity - coalesce(h.quantity, 0) order by i.line_no)
-  into v_missing_ids, v_missing_qty
-  from public.order_items i
-  left join (
-    select r.product_id, sum(r.quantity)::integer as quantity
-    from private.reservations r
-    where r.order_id = p_order_id and r.status = 'active'
-    group by r.product_id
-  ) h on h.product_id = i.product_id
-  where i.order_id = p_order_id and i.quantity > coalesce(h.quantity, 0);
-
-  if v_missing_ids is not null then
-    perform private.expire_lapsed_on(v_missing_ids, p_now, p_order_id);
-    v_short := private.reserve_stock(p_order_id, v_missing_ids, v_missing_qty, v_order.payment_method, p_now);
-  end if;
-
-  if v_short is null then
-    -- Everything is held for this order now: consume it all, deducting on_hand once per reservation.
-    perform private.close_reservations(
-      array(select r.id from private.reservations r where r.order_id = p_order_id and r.status = 'active'),
-      'consumed', p_now);
-    v_result := 'paid';
-  else
-    -- Not enough left: hand back what was still held and leave stock untouched; a person refunds or restocks.
-    perform private.close_reservations(v_res_ids, 'released', p_now);
-    v_result := 'paid_out_of_stock';
-  end if;
+  v_result := case when private.take_order_stock(p_order_id, v_order.payment_method, p_now) is null
+                   then 'paid' else 'paid_out_of_stock' end;
 
   perform private.set_status_reason(format('payment %s %s', p_provider, coalesce(p_provider_ref, '')));
   update public.orders o
@@ -181,6 +205,56 @@ $$;
 
 revoke all on function public.mark_paid(uuid, text, text, bigint, text, timestamptz) from public, anon, authenticated;
 grant execute on function public.mark_paid(uuid, text, text, bigint, text, timestamptz) to service_role;
+
+-- ============================================================================================================
+-- allocate_paid_order
+-- ============================================================================================================
+-- Why: the other way out of paid_out_of_stock (besides a refund): once stock is back (restock), an operator gives
+-- the paid order its goods. Under the order's lock, take_order_stock reserves and consumes every line (on_hand
+-- deducted once, ledger 'fulfil') and the order becomes paid, which clears its alert. Still short: SH409 naming the
+-- short lines, and nothing changes. Idempotent: an order already paid or fulfilled reports already_allocated. An
+-- order refunded in full is refused (SH410): its money went back, so must its claim on the goods.
+create function public.allocate_paid_order(p_order_id uuid, p_note text default null, p_now timestamptz default now())
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_order public.orders%rowtype;
+  v_short jsonb;
+begin
+  v_order := private.lock_order(p_order_id);
+  if v_order.status in ('paid', 'fulfilled') then
+    return jsonb_build_object('result', 'already_allocated', 'order', private.order_json(p_order_id));
+  end if;
+  if v_order.status <> 'paid_out_of_stock' or v_order.refunded_amount >= v_order.total then
+    raise exception using errcode = 'SH410',
+      message = format('invalid_transition: only an order paid out of stock and not refunded in full can be given '
+                       || 'its stock; this one is %s%s', v_order.status,
+                       case when v_order.refunded_amount >= v_order.total and v_order.total > 0
+                            then ' and refunded in full' else '' end),
+      detail = jsonb_build_object('status', v_order.status)::text;
+  end if;
+
+  v_short := private.take_order_stock(p_order_id, v_order.payment_method, p_now);
+  if v_short is not null then
+    raise exception using errcode = 'SH409',
+      message = format('insufficient_stock: not enough stock for %s',
+                       (select string_agg(x ->> 'sku', ', ') from jsonb_array_elements(v_short) x)),
+      detail = jsonb_build_object('items', v_short)::text;
+  end if;
+
+  perform private.set_status_reason(coalesce(nullif(p_note, ''), 'stock allocated after payment'));
+  update public.orders o set status = 'paid' where o.id = p_order_id and o.status = 'paid_out_of_stock';
+  perform private.set_status_reason(null);
+
+  return jsonb_build_object('result', 'allocated', 'order', private.order_json(p_order_id));
+end
+$$;
+
+revoke all on function public.allocate_paid_order(uuid, text, timestamptz) from public, anon, authenticated;
+grant execute on function public.allocate_paid_order(uuid, text, timestamptz) to service_role;
 
 -- ============================================================================================================
 -- record_refund_total

@@ -176,8 +176,9 @@ comment on view admin.reconciliation_differences is
 -- paid_out_of_stock_orders
 -- ============================================================================================================
 -- Why: money was taken but the goods were gone (a payment after the reservation lapsed and the stock was sold):
--- a person must refund or restock. Each such order with what it bought and how much is still unrefunded;
--- resolved = refunded in full, the only way the engine closes the case today.
+-- a person must refund, or restock and give the order its goods (public.allocate_paid_order, after which it is paid
+-- and leaves this view). Each such order with what it bought and how much is still unrefunded; resolved =
+-- refunded in full.
 create view admin.paid_out_of_stock_orders as
 select o.id as order_id,
        o.payment_method,
@@ -197,7 +198,7 @@ from public.orders o
 where o.status = 'paid_out_of_stock';
 
 comment on view admin.paid_out_of_stock_orders is
-  'Orders paid after their stock was gone; unresolved until refunded in full.';
+  'Orders paid after their stock was gone; unresolved until refunded in full or given their stock (allocate_paid_order).';
 
 -- ============================================================================================================
 -- alerts

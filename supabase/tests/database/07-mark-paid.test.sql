@@ -6,16 +6,11 @@ create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
 select plan(30);
 
--- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
+-- Fixtures (rolled back with the test): product, line, stock, order_id, error_of, moves from fixtures.psql.
 \ir fixtures.psql
 
 select '2030-01-01 12:00:00+00' as t0 \gset
 select pg_temp.product('T-PAY-P', 1000, 1900, 5, 0) as p \gset
-
-create function pg_temp.moves(p_order uuid) returns text[] language sql as $f$
-  select coalesce(array_agg(format('%s %s %s', m.reason, m.delta_on_hand, m.delta_reserved) order by m.id), '{}')
-  from private.stock_movements m join private.reservations r on r.id = m.reservation_id
-  where r.order_id = p_order $f$;
 
 -- ============================================================================================================
 -- Paying once, twice
