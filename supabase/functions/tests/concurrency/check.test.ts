@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type postgres from "postgres";
 import { checkInvariants, type Problem } from "../../../../scripts/check.ts";
-import { makeOrder, makeProduct, testSql } from "../support/shop.ts";
+import { makeOrder, makeProduct, stockOf, testSql } from "../support/shop.ts";
 import { assertInvariants } from "./support.ts";
 
 class Rollback extends Error {}
@@ -65,6 +65,25 @@ test("checker: a healthy shop has no problems, scoped or whole database", async 
   const { ids } = await shop(sql);
   assert.deepEqual(await checkInvariants(sql, { productIds: ids }), []);
   await assertInvariants(sql);
+});
+
+test("checker: an order paid out of stock, then given its stock by allocate_paid_order, breaks no invariant", async (sql) => {
+  const p = await makeProduct(sql, { stock: 1 });
+  const late = await makeOrder(sql, [{ product_id: p.id, quantity: 1 }]);
+  await sql`select public.cancel_order(${late.id}::uuid, 'check test')`;
+  const other = await makeOrder(sql, [{ product_id: p.id, quantity: 1 }]);
+  await sql`select public.mark_paid(${other.id}::uuid, 'sumup', 'tx-other', ${other.total}::bigint, 'EUR')`;
+  const [{ result }] = await sql`
+    select public.mark_paid(${late.id}::uuid, 'sumup', 'tx-late', ${late.total}::bigint, 'EUR') ->> 'result' as result`;
+  assert.equal(result, "paid_out_of_stock");
+  assert.deepEqual(await checkInvariants(sql, { productIds: [p.id] }), []);
+
+  await sql`select public.restock(${p.id}::uuid, 'shop', 1, 'delivery')`;
+  const [{ allocated }] = await sql`
+    select public.allocate_paid_order(${late.id}::uuid, 'delivery') ->> 'result' as allocated`;
+  assert.equal(allocated, "allocated");
+  assert.deepEqual(await checkInvariants(sql, { productIds: [p.id] }), []);
+  assert.deepEqual(await stockOf(sql, p.id), { onHand: 0, reserved: 0 });
 });
 
 test("checker: cached reserved without a reservation is reported against reservations and the ledger", async (sql) => {
