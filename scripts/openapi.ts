@@ -895,14 +895,16 @@ async function operations(): Promise<Operation[]> {
       fn: "orders-instore",
       method: "post",
       operationId: "ordersInstore",
-      summary: "Confirm or cancel an in-store order (staff)",
+      summary: "Confirm, cancel or allocate an order (staff)",
       tag: "Staff",
       description: "Staff confirm a card payment seen on the SumUp terminal (with the transaction code from the " +
         "receipt; the amount is the order's own total) or cancel an order, releasing its stock. Audited with the " +
         "staff user as actor and the request's correlation id. The engine guards the transition: once only, " +
         "and only from an unpaid state (409 `invalid_transition` otherwise). A transaction code pays one order: " +
         "confirming the same order again with it answers `already_paid`, another order with it 409 " +
-        "`transaction_code_reused`.",
+        "`transaction_code_reused`. An order paid after its stock was gone (`paid_out_of_stock`) is given its " +
+        "goods with `allocate` once stock is back (restock): its stock is deducted and it becomes `paid`; while " +
+        "stock is still short, 409 `insufficient_stock` names the short lines and nothing changes.",
       security: ["staffJwt", "serviceRoleKey"],
       who: "staff: a user JWT whose `app_metadata.role` is staff or admin (or the service role)",
       requestBody: {
@@ -914,6 +916,11 @@ async function operations(): Promise<Operation[]> {
             transaction_code: "TX7QK2M9",
           }),
           cancel: ex("Cancel", { action: "cancel", order_id: ORDER_ID, reason: "customer left" }),
+          allocate: ex("Allocate a paid_out_of_stock order after a delivery", {
+            action: "allocate",
+            order_id: ORDER_ID,
+            note: "delivery 2026-11-26",
+          }),
         }),
       },
       success: {
@@ -926,6 +933,7 @@ async function operations(): Promise<Operation[]> {
               result: "cancelled",
               order: exampleOrder({ status: "cancelled", cancelled_at: "2026-11-25T14:05:00.000000+00:00" }),
             }),
+            allocated: ex("Allocated", { result: "allocated", order: paidOrder }),
           }),
         },
       },
@@ -935,7 +943,7 @@ async function operations(): Promise<Operation[]> {
         403: ["forbidden"],
         404: ["order_not_found"],
         405: ["method_not_allowed"],
-        409: ["invalid_transition", "transaction_code_reused"],
+        409: ["insufficient_stock", "invalid_transition", "transaction_code_reused"],
         ...common,
       },
       framed: true,

@@ -68,6 +68,15 @@ export async function cancelOrder(
   return single(await tx`select public.cancel_order(${orderId}::uuid, ${reason}) as result`);
 }
 
+/** Gives a paid_out_of_stock order its goods once stock is back; SH409 while short, SH410 from other states. */
+export async function allocatePaidOrder(
+  tx: Tx,
+  orderId: string,
+  note: string | null,
+): Promise<{ result: "allocated" | "already_allocated"; order: Order }> {
+  return single(await tx`select public.allocate_paid_order(${orderId}::uuid, ${note}) as result`);
+}
+
 /** True the first time (provider, event id) is seen; call it in the transaction of the event's effect. */
 export async function recordPaymentEvent(
   tx: Tx,

@@ -1,13 +1,21 @@
 /**
  * orders-instore: staff confirm an in-store card payment by hand (with the SumUp transaction code from the
- * receipt) or cancel an order. Both run in one transaction whose actor is `staff:<uid>` and whose correlation
+ * receipt), cancel an order, or give an order paid while its stock was gone its goods once stock is back
+ * (allocate). Each runs in one transaction whose actor is `staff:<uid>` and whose correlation
  * id is the request's, so the engine's status history records who did it. The engine decides whether the
  * transition is allowed (409 `invalid_transition` otherwise); this door checks who is asking, and that a SumUp
  * transaction code pays one order only (409 `transaction_code_reused`).
  */
 import { authenticate, requireStaff } from "../_shared/auth.ts";
 import { type Tx, withTx } from "../_shared/db.ts";
-import { cancelOrder, getOrder, markPaid, type MarkPaidResult, recordPaymentEvent } from "../_shared/engine.ts";
+import {
+  allocatePaidOrder,
+  cancelOrder,
+  getOrder,
+  markPaid,
+  type MarkPaidResult,
+  recordPaymentEvent,
+} from "../_shared/engine.ts";
 import { AppError } from "../_shared/errors.ts";
 import { json, readJson, serve } from "../_shared/http.ts";
 import { parseOrThrow } from "../_shared/validate.ts";
@@ -72,6 +80,7 @@ const framed = serve({ name: "orders-instore", methods: ["POST"] }, async (req, 
 
   const outcome = await withTx({ correlationId: ctx.correlationId, actor: caller.actor }, async (tx) => {
     if (input.action === "cancel") return await cancelOrder(tx, input.order_id, input.reason ?? "cancelled by staff");
+    if (input.action === "allocate") return await allocatePaidOrder(tx, input.order_id, input.note ?? null);
     return await confirmPayment(tx, input.order_id, input.transaction_code);
   });
   log.info("in-store action", { result: outcome.result });
@@ -79,8 +88,8 @@ const framed = serve({ name: "orders-instore", methods: ["POST"] }, async (req, 
 });
 
 /**
- * POST `{ action: "confirm", order_id, transaction_code }` or `{ action: "cancel", order_id, reason? }`;
- * staff or admin JWT only (403 `forbidden`). Answers `{ result, order }`.
+ * POST `{ action: "confirm", order_id, transaction_code }`, `{ action: "cancel", order_id, reason? }` or
+ * `{ action: "allocate", order_id, note? }`; staff or admin JWT only (403 `forbidden`). Answers `{ result, order }`.
  */
 export async function handler(req: Request): Promise<Response> {
   return await framed(req);

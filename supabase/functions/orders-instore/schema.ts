@@ -1,6 +1,7 @@
 /**
  * orders-instore: request and response schemas, exported with descriptions for the generated OpenAPI document.
- * Staff act on in-store (SumUp) orders by hand: confirm a card payment seen on the terminal, or cancel.
+ * Staff act on orders by hand: confirm a card payment seen on the SumUp terminal, cancel, or give an order paid
+ * while its stock was gone its goods once stock is back.
  */
 import { z } from "zod";
 import { orderOutput } from "../_shared/order-schema.ts";
@@ -34,10 +35,20 @@ export const cancelInput = z.strictObject({
   reason: z.string().trim().min(1).max(500).optional().describe("Why, for the order's history."),
 }).describe("Cancel an unpaid order; its reserved stock goes back on sale.");
 
+/** Give a paid_out_of_stock order its goods now that stock is back. */
+export const allocateInput = z.strictObject({
+  action: z.literal("allocate"),
+  order_id: orderId,
+  note: z.string().trim().min(1).max(500).optional().describe("What happened (e.g. the delivery), for the history."),
+}).describe(
+  "An order paid after its stock was gone (`paid_out_of_stock`): once restocked, deduct its goods now and make it " +
+    "`paid`. 409 `insufficient_stock` (naming the short lines) while stock is still short.",
+);
+
 /** POST body of orders-instore. */
-export const instoreInput = z.discriminatedUnion("action", [confirmInput, cancelInput], {
-  error: 'action must be "confirm" or "cancel".',
-}).describe("A staff action on an in-store order.");
+export const instoreInput = z.discriminatedUnion("action", [confirmInput, cancelInput, allocateInput], {
+  error: 'action must be "confirm", "cancel" or "allocate".',
+}).describe("A staff action on an order.");
 
 /** The body after validation. */
 export type InstoreInput = z.output<typeof instoreInput>;
@@ -45,10 +56,19 @@ export type InstoreInput = z.output<typeof instoreInput>;
 /** 200 answer of orders-instore. */
 export const instoreResponse = z.object({
   result: z
-    .enum(["paid", "already_paid", "paid_out_of_stock", "amount_mismatch", "cancelled", "already_cancelled"])
+    .enum([
+      "paid",
+      "already_paid",
+      "paid_out_of_stock",
+      "amount_mismatch",
+      "cancelled",
+      "already_cancelled",
+      "allocated",
+      "already_allocated",
+    ])
     .describe(
-      "What happened: paid / cancelled now, already so before (nothing changed), or paid_out_of_stock " +
-        "(the reservation had lapsed and the stock is gone: a person must resolve it).",
+      "What happened: paid / cancelled / allocated now, already so before (nothing changed), or " +
+        "paid_out_of_stock (the reservation had lapsed and the stock is gone: refund it, or restock and allocate).",
     ),
   order: orderOutput,
 }).describe("The outcome and the order after it.");

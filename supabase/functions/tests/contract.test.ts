@@ -258,7 +258,7 @@ test("contract: orders-get 200 for the customer (GET) and staff (POST), 404 for 
 // orders-instore
 // ---------------------------------------------------------------------------------------------------------
 
-test("contract: orders-instore confirm and cancel 200, 403, 404, 409, 400", async () => {
+test("contract: orders-instore confirm, cancel and allocate 200, 403, 404, 409, 400", async () => {
   const product = await makeProduct(sql, { stock: 5 });
   const staff = await userJwt({ staffRole: "admin" });
   // A code of its own: a transaction code pays one order only, and the database may hold earlier runs' orders.
@@ -300,6 +300,26 @@ test("contract: orders-instore confirm and cancel 200, 403, 404, 409, 400", asyn
   assert.equal(reused.status, 409);
   assert.equal(reused.body.error.code, "transaction_code_reused");
   assert.equal(reused.body.error.details.order_id, first.id);
+  // allocate: a paid_out_of_stock order while stock is still short, then once it is back
+  const scarce = await makeProduct(sql, { stock: 1 });
+  const gone = await makeOrder(sql, [{ product_id: scarce.id, quantity: 1 }]);
+  await call("orders-instore", { token: staff.token, body: { action: "cancel", order_id: gone.id } });
+  await makeOrder(sql, [{ product_id: scarce.id, quantity: 1 }]);
+  const outOfStock = await call("orders-instore", {
+    token: staff.token,
+    body: { action: "confirm", order_id: gone.id, transaction_code: `${code}X` },
+  });
+  assert.equal(outOfStock.body.result, "paid_out_of_stock");
+  const short = await call("orders-instore", { token: staff.token, body: { action: "allocate", order_id: gone.id } });
+  assert.equal(short.status, 409);
+  assert.equal(short.body.error.code, "insufficient_stock");
+  await sql`select public.restock(${scarce.id}::uuid, 'shop', 1, 'contract test')`;
+  const allocated = await call("orders-instore", {
+    token: staff.token,
+    body: { action: "allocate", order_id: gone.id },
+  });
+  assert.equal(allocated.status, 200);
+  assert.equal(allocated.body.result, "allocated");
   assert.equal((await call("orders-instore", { token: staff.token, body: { action: "refund" } })).status, 400);
   assert.equal(
     (await call("orders-instore", { token: null, body: { action: "cancel", order_id: second.id } })).status,

@@ -1,4 +1,4 @@
-/** orders-instore against the real database: staff confirm or cancel in-store orders, audited with their id. */
+/** orders-instore against the real database: staff confirm, cancel or allocate orders, audited with their id. */
 import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
@@ -216,6 +216,48 @@ test("instore_paid_out_of_stock: a payment confirmed after cancel, with the stoc
   assert.deepEqual(await stockOf(sql, product.id), { onHand: 2, reserved: 2 });
 });
 
+test("instore_allocate: after a restock, staff give a paid_out_of_stock order its goods; 409 while still short", async (sql) => {
+  const staff = await userJwt({ staffRole: "staff" });
+  const product = await makeProduct(sql, { price: 500, taxBp: 0, stock: 2 });
+  const first = await makeOrder(sql, [{ product_id: product.id, quantity: 2 }]);
+  assert.equal((await call(staff.token, { action: "cancel", order_id: first.id })).status, 200);
+  await makeOrder(sql, [{ product_id: product.id, quantity: 2 }]);
+  const paid = await call(staff.token, { action: "confirm", order_id: first.id, transaction_code: freshCode() });
+  assert.equal((await paid.json()).result, "paid_out_of_stock");
+
+  // One unit back is not enough: 409 insufficient_stock naming the line, nothing changes.
+  await sql`select public.restock(${product.id}::uuid, 'shop', 1, 'partial delivery')`;
+  const short = await call(staff.token, { action: "allocate", order_id: first.id });
+  assert.equal(short.status, 409);
+  const err = (await short.json()).error;
+  assert.equal(err.code, "insufficient_stock");
+  assert.deepEqual(err.details.items.map((i: { requested: number; available: number }) => [i.requested, i.available]), [
+    [2, 1],
+  ]);
+  assert.equal((await orderRow(sql, first.id)).status, "paid_out_of_stock");
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 3, reserved: 2 });
+
+  // Enough now: deducted, paid, audited with the staff user and the note.
+  await sql`select public.restock(${product.id}::uuid, 'shop', 1, 'rest of the delivery')`;
+  const res = await call(staff.token, { action: "allocate", order_id: first.id, note: "delivery arrived" });
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.result, "allocated");
+  assert.equal(body.order.status, "paid");
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 2, reserved: 2 });
+  const last = (await historyOf(sql, first.id)).at(-1)!;
+  assert.deepEqual([last.from_status, last.to_status, last.reason, last.actor], [
+    "paid_out_of_stock",
+    "paid",
+    "delivery arrived",
+    `staff:${staff.sub}`,
+  ]);
+  // Pressing the button twice changes nothing.
+  const again = await call(staff.token, { action: "allocate", order_id: first.id });
+  assert.equal((await again.json()).result, "already_allocated");
+  assert.deepEqual(await stockOf(sql, product.id), { onHand: 2, reserved: 2 });
+});
+
 test("instore_wrong_channel: confirming an online (Stripe) order as a SumUp payment is refused, 400", async (sql) => {
   const staff = await userJwt({ staffRole: "staff" });
   const product = await makeProduct(sql, { stock: 2 });
@@ -289,6 +331,7 @@ test("instore_invalid: missing or malformed fields are 400 invalid_request, each
     [{ action: "confirm", transaction_code: "T1" }, ["order_id"]],
     [{ action: "confirm", order_id: "42", transaction_code: "" }, ["order_id", "transaction_code"]],
     [{ action: "cancel" }, ["order_id"]],
+    [{ action: "allocate", order_id: crypto.randomUUID(), note: "" }, ["note"]],
     [{ action: "refund", order_id: crypto.randomUUID() }, ["action"]],
     [{ order_id: crypto.randomUUID() }, ["action"]],
     [{ action: "cancel", order_id: crypto.randomUUID(), extra: 1 }, ["(body)"]],
