@@ -614,8 +614,16 @@ grant execute on function public.attach_checkout(uuid, text, text, text) to serv
 -- ============================================================================================================
 -- Why: gives an unpaid order's stock back at once (customer abandons, staff voids the till). Idempotent: a
 -- second cancel reports already_cancelled. A paid order is never cancelled here (money was taken: refund).
+-- p_keep_if_checkout: cancel only if no provider checkout is attached (result kept_checkout otherwise). For
+-- orders-create giving up after its Stripe call failed: a concurrent retry with the same key may have opened and
+-- attached the session meanwhile, and that order must stand; deciding under the order's lock closes the race.
 -- Locks in the engine's order: the order row, its reservations, then the stock rows (lock_stock).
-create function public.cancel_order(p_order_id uuid, p_reason text, p_now timestamptz default now())
+create function public.cancel_order(
+  p_order_id uuid,
+  p_reason text,
+  p_now timestamptz default now(),
+  p_keep_if_checkout boolean default false
+)
 returns jsonb
 language plpgsql
 security definer
@@ -630,6 +638,9 @@ begin
   v_order := private.lock_order(p_order_id);
   if v_order.status = 'cancelled' then
     return jsonb_build_object('result', 'already_cancelled', 'order', private.order_json(p_order_id));
+  end if;
+  if p_keep_if_checkout and v_order.provider_checkout_id is not null then
+    return jsonb_build_object('result', 'kept_checkout', 'order', private.order_json(p_order_id));
   end if;
   if v_order.status not in ('awaiting_instore_payment', 'awaiting_payment', 'expired') then
     raise exception using errcode = 'SH410',
@@ -662,5 +673,5 @@ begin
 end
 $$;
 
-revoke all on function public.cancel_order(uuid, text, timestamptz) from public, anon, authenticated;
-grant execute on function public.cancel_order(uuid, text, timestamptz) to service_role;
+revoke all on function public.cancel_order(uuid, text, timestamptz, boolean) from public, anon, authenticated;
+grant execute on function public.cancel_order(uuid, text, timestamptz, boolean) to service_role;

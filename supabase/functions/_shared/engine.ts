@@ -59,13 +59,20 @@ export async function markPaid(
   );
 }
 
-/** Cancels an unpaid order and releases its stock; SH410 from a paid one. */
+/**
+ * Cancels an unpaid order and releases its stock; SH410 from a paid one. `keepIfCheckout`: leave an order that
+ * has a provider checkout attached as it is (result `kept_checkout`).
+ */
 export async function cancelOrder(
   tx: Tx,
   orderId: string,
   reason: string,
-): Promise<{ result: "cancelled" | "already_cancelled"; order: Order }> {
-  return single(await tx`select public.cancel_order(${orderId}::uuid, ${reason}) as result`);
+  opts: { keepIfCheckout?: boolean } = {},
+): Promise<{ result: "cancelled" | "already_cancelled" | "kept_checkout"; order: Order }> {
+  return single(
+    await tx`select public.cancel_order(${orderId}::uuid, ${reason}, now(), ${opts.keepIfCheckout ?? false})
+             as result`,
+  );
 }
 
 /** Gives a paid_out_of_stock order its goods once stock is back; SH409 while short, SH410 from other states. */

@@ -5,15 +5,7 @@
  */
 import { authenticate, type Caller } from "../_shared/auth.ts";
 import { withTx } from "../_shared/db.ts";
-import {
-  attachCheckout,
-  cancelOrder,
-  cancelReason,
-  createOrder,
-  getOrder,
-  type Order,
-  rateLimitHit,
-} from "../_shared/engine.ts";
+import { attachCheckout, cancelOrder, cancelReason, createOrder, type Order, rateLimitHit } from "../_shared/engine.ts";
 import { orderRateLimit, stripeConfig, sumupConfig } from "../_shared/env.ts";
 import { AppError } from "../_shared/errors.ts";
 import { clientAddress, json, readJson, type RequestContext, serve } from "../_shared/http.ts";
@@ -103,28 +95,26 @@ async function openStripeCheckout(
     if (!created.url) throw new Error("Stripe returned a session without a URL");
     session = { id: created.id, url: created.url };
   } catch (err) {
-    // A concurrent request with the same Idempotency-Key may have stored its session meanwhile: that order
-    // is fine and must not be cancelled by this attempt's failure.
-    const current = await withTx(txCtx, (tx) => getOrder(tx, order.id)).catch(() => null);
-    if (current?.checkout_url) return current;
     // Stripe refusing the session itself (e.g. a total under its minimum charge) is not an outage: say so, so
     // the client does not retry what cannot succeed.
     const refusal = stripeRefusalCode(err);
-    ctx.log.warn(
-      refusal ? "stripe refused the checkout; cancelling the order" : "stripe checkout failed; cancelling the order",
-      {
-        order_id: order.id,
-        error: describeError(err),
-      },
-    );
-    // Release the stock now rather than leave it reserved until the sweep.
     const reason = refusal ? `${REFUSED}:${refusal}` : "payment_provider_unavailable";
-    await withTx(txCtx, (tx) => cancelOrder(tx, order.id, reason)).catch((cancelErr) =>
-      ctx.log.error("cancelling after a provider failure failed", {
-        order_id: order.id,
-        error: describeError(cancelErr),
-      })
-    );
+    // Release the stock now rather than leave it reserved until the sweep; but a concurrent request with the same
+    // Idempotency-Key may have opened and attached its session meanwhile: that order stands. The engine decides
+    // under the order's lock, so the two cannot cross.
+    const cancelled = await withTx(txCtx, (tx) => cancelOrder(tx, order.id, reason, { keepIfCheckout: true }))
+      .catch((cancelErr) => {
+        ctx.log.error("cancelling after a provider failure failed", {
+          order_id: order.id,
+          error: describeError(cancelErr),
+        });
+        return null;
+      });
+    if (cancelled?.result === "kept_checkout") return cancelled.order;
+    ctx.log.warn(refusal ? "stripe refused the checkout; order cancelled" : "stripe checkout failed; order cancelled", {
+      order_id: order.id,
+      error: describeError(err),
+    });
     throw refusal ? providerRefused(order, refusal) : providerUnavailable(order);
   }
   // If this fails the session still exists; a replay gets it back from Stripe and stores it then.

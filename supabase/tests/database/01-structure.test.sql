@@ -87,7 +87,7 @@ insert into engine_writers values
   ('public.attach_checkout(uuid, text, text, text)'),
   ('public.mark_paid(uuid, text, text, bigint, text, timestamptz)'),
   ('public.allocate_paid_order(uuid, text, timestamptz)'),
-  ('public.cancel_order(uuid, text, timestamptz)'),
+  ('public.cancel_order(uuid, text, timestamptz, boolean)'),
   ('public.record_payment_event(text, text, text, uuid)'),
   ('public.record_refund(uuid, text, bigint, text)'),
   ('public.record_refund_total(uuid, text, bigint, text)'),

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(12);
+select plan(15);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -69,6 +69,19 @@ select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'p',
 select public.expire_reservations(:'t0'::timestamptz + interval '1 hour') >= 1 as swept \gset
 select is(public.cancel_order(:'c', 'tidy up', :'t0'::timestamptz + interval '2 hours') -> 'order' ->> 'status', 'cancelled',
   'cancel_expired: an expired order can be cancelled (it holds nothing)');
+
+-- ---- keep an order whose checkout was attached meanwhile (orders-create giving up after a Stripe failure) ----------
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'p', 1)), 'stripe', 'cancel-k', 'h'))
+  as k \gset
+select public.attach_checkout(:'k', 'stripe', 'cs_keep', 'https://checkout.test/cs_keep') is not null as attached \gset
+select is(public.cancel_order(:'k', 'payment_provider_unavailable', now(), true) ->> 'result', 'kept_checkout',
+  'cancel_keep_if_checkout: an order with a checkout attached is kept when asked to');
+select is((select status from public.orders where id = :'k'), 'awaiting_payment',
+  'cancel_keep_if_checkout_unchanged: it still awaits its payment, its stock still held');
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'p', 1)), 'stripe', 'cancel-n', 'h'))
+  as n \gset
+select is(public.cancel_order(:'n', 'payment_provider_unavailable', now(), true) ->> 'result', 'cancelled',
+  'cancel_keep_if_checkout_none: without a checkout the same call cancels');
 
 select * from finish();
 rollback;
