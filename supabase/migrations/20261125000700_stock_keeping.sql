@@ -27,6 +27,56 @@ as $$
 $$;
 
 -- ============================================================================================================
+-- stock_location, move_on_hand
+-- ============================================================================================================
+-- Why: what restock and adjust_stock share. stock_location checks the location (SH400) and the product (SH401),
+-- creates the stock row the first time a product is kept at a location, and returns the location's id.
+create function private.stock_location(p_product_id uuid, p_location text)
+returns smallint
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_location_id smallint;
+begin
+  select l.id into v_location_id from private.locations l where l.code = p_location;
+  if not found then
+    raise exception using errcode = 'SH400', message = format('invalid_request: unknown location %s', coalesce(p_location, 'null')),
+      detail = jsonb_build_object('reason', 'unknown location')::text;
+  end if;
+  if not exists (select 1 from public.products p where p.id = p_product_id) then
+    raise exception using errcode = 'SH401', message = format('product_not_found: %s', p_product_id),
+      detail = jsonb_build_object('product_ids', jsonb_build_array(p_product_id))::text;
+  end if;
+  insert into private.stock_levels (product_id, location_id) values (p_product_id, v_location_id)
+  on conflict (product_id, location_id) do nothing;
+  return v_location_id;
+end
+$$;
+
+-- move_on_hand: moves on_hand by p_delta with its ledger row ('restock' or 'adjust') and returns the stock row. The
+-- caller has locked the row (lock_stock) and checked that the move is allowed.
+create function private.move_on_hand(p_product_id uuid, p_location_id smallint, p_delta integer, p_reason text,
+                                     p_note text)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, note)
+  values (p_product_id, p_location_id, p_delta, p_reason, p_note);
+  update private.stock_levels s
+  set on_hand = s.on_hand + p_delta, updated_at = now()
+  where s.product_id = p_product_id and s.location_id = p_location_id;
+  return private.stock_row_json(p_product_id, p_location_id);
+end
+$$;
+
+revoke all on function private.stock_location(uuid, text) from public, anon, authenticated, service_role;
+revoke all on function private.move_on_hand(uuid, smallint, integer, text, text)
+  from public, anon, authenticated, service_role;
+
+-- ============================================================================================================
 -- restock
 -- ============================================================================================================
 -- Why: goods arrive (a delivery, a return): on_hand grows by p_quantity at one location, with a 'restock'
@@ -44,27 +94,9 @@ begin
     raise exception using errcode = 'SH400', message = 'invalid_request: restock quantity must be between 1 and 1000000',
       detail = jsonb_build_object('reason', 'bad quantity')::text;
   end if;
-  select l.id into v_location_id from private.locations l where l.code = p_location;
-  if not found then
-    raise exception using errcode = 'SH400', message = format('invalid_request: unknown location %s', coalesce(p_location, 'null')),
-      detail = jsonb_build_object('reason', 'unknown location')::text;
-  end if;
-  if not exists (select 1 from public.products p where p.id = p_product_id) then
-    raise exception using errcode = 'SH401', message = format('product_not_found: %s', p_product_id),
-      detail = jsonb_build_object('product_ids', jsonb_build_array(p_product_id))::text;
-  end if;
-
-  insert into private.stock_levels (product_id, location_id) values (p_product_id, v_location_id)
-  on conflict (product_id, location_id) do nothing;
+  v_location_id := private.stock_location(p_product_id, p_location);
   perform private.lock_stock(array[p_product_id], array[v_location_id]);
-
-  insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, note)
-  values (p_product_id, v_location_id, p_quantity, 'restock', p_note);
-  update private.stock_levels s
-  set on_hand = s.on_hand + p_quantity, updated_at = now()
-  where s.product_id = p_product_id and s.location_id = v_location_id;
-
-  return private.stock_row_json(p_product_id, v_location_id);
+  return private.move_on_hand(p_product_id, v_location_id, p_quantity, 'restock', p_note);
 end
 $$;
 
@@ -96,19 +128,7 @@ begin
     raise exception using errcode = 'SH400', message = 'invalid_request: an adjustment needs a note saying why',
       detail = jsonb_build_object('reason', 'note required')::text;
   end if;
-  select l.id into v_location_id from private.locations l where l.code = p_location;
-  if not found then
-    raise exception using errcode = 'SH400', message = format('invalid_request: unknown location %s', coalesce(p_location, 'null')),
-      detail = jsonb_build_object('reason', 'unknown location')::text;
-  end if;
-  select p.sku into v_sku from public.products p where p.id = p_product_id;
-  if not found then
-    raise exception using errcode = 'SH401', message = format('product_not_found: %s', p_product_id),
-      detail = jsonb_build_object('product_ids', jsonb_build_array(p_product_id))::text;
-  end if;
-
-  insert into private.stock_levels (product_id, location_id) values (p_product_id, v_location_id)
-  on conflict (product_id, location_id) do nothing;
+  v_location_id := private.stock_location(p_product_id, p_location);
   -- All of the product's rows: expiring lapsed reservations may touch any location.
   perform private.lock_stock(array[p_product_id]);
   perform private.expire_lapsed_on(array[p_product_id], now());
@@ -116,6 +136,7 @@ begin
   select * into strict v_level from private.stock_levels s
   where s.product_id = p_product_id and s.location_id = v_location_id;
   if v_level.on_hand + p_delta < v_level.reserved then
+    select p.sku into v_sku from public.products p where p.id = p_product_id;
     raise exception using errcode = 'SH409',
       message = format('insufficient_stock: %s at %s has %s units not held by reservations', v_sku, p_location,
                        v_level.on_hand - v_level.reserved),
@@ -124,13 +145,7 @@ begin
         'available', v_level.on_hand - v_level.reserved)))::text;
   end if;
 
-  insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, note)
-  values (p_product_id, v_location_id, p_delta, 'adjust', p_note);
-  update private.stock_levels s
-  set on_hand = s.on_hand + p_delta, updated_at = now()
-  where s.product_id = p_product_id and s.location_id = v_location_id;
-
-  return private.stock_row_json(p_product_id, v_location_id);
+  return private.move_on_hand(p_product_id, v_location_id, p_delta, 'adjust', p_note);
 end
 $$;
 
