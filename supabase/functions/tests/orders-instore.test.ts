@@ -3,32 +3,15 @@ import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
-import { closeDb } from "../_shared/db.ts";
 import { handler as rawHandler } from "../orders-instore/handler.ts";
 import { ANON_KEY, SERVICE_ROLE_KEY } from "./support/keys.ts";
-import { historyOf, makeOrder, makeProduct, orderRow, stockOf, testSql, userJwt, withEnv } from "./support/shop.ts";
+import { dbTest, historyOf, makeOrder, makeProduct, orderRow, stockOf, userJwt } from "./support/shop.ts";
 import { contractFetch, withContract } from "./support/contract.ts";
 
 // Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
 const handler = withContract("orders-instore", rawHandler);
 
-function test(name: string, fn: (sql: postgres.Sql) => Promise<void>): void {
-  Deno.test({
-    name,
-    // postgres.js keeps idle timers between queries; both pools are closed explicitly in `finally`.
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const sql = testSql();
-      try {
-        await withEnv({ LOG_LEVEL: "silent" }, () => fn(sql));
-      } finally {
-        await sql.end();
-        await closeDb();
-      }
-    },
-  });
-}
+const test = dbTest;
 
 function call(token: string | null, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
   return handler(

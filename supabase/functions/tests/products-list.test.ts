@@ -6,31 +6,16 @@ import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
-import { closeDb } from "../_shared/db.ts";
 import { handler as rawHandler, matchesIfNoneMatch } from "../products-list/handler.ts";
 import { ANON_KEY } from "./support/keys.ts";
-import { makeOrder, makeProduct, testSql, uniqueSku, userJwt, withEnv } from "./support/shop.ts";
+import { dbTest, makeOrder, makeProduct, uniqueSku, userJwt } from "./support/shop.ts";
 import { contractFetch, withContract } from "./support/contract.ts";
 
 // Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
 const handler = withContract("products-list", rawHandler);
 
 function test(name: string, fn: (sql: postgres.Sql) => Promise<void>, env: Record<string, string> = {}): void {
-  Deno.test({
-    name,
-    // postgres.js keeps idle timers between queries; both pools are closed explicitly in `finally`.
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const sql = testSql();
-      try {
-        await withEnv({ LOG_LEVEL: "silent", PRODUCTS_CACHE_SECONDS: undefined, ...env }, () => fn(sql));
-      } finally {
-        await sql.end();
-        await closeDb();
-      }
-    },
-  });
+  dbTest(name, fn, { PRODUCTS_CACHE_SECONDS: undefined, ...env });
 }
 
 function list(query = "", headers: Record<string, string> = {}): Promise<Response> {

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type postgres from "postgres";
 import { checkInvariants, type Problem } from "../../../../scripts/check.ts";
-import { makeOrder, makeProduct, stockOf, testSql } from "../support/shop.ts";
+import { dbTest, makeOrder, makeProduct, stockOf } from "../support/shop.ts";
 import { assertInvariants } from "./support.ts";
 
 class Rollback extends Error {}
@@ -33,21 +33,7 @@ function invariants(problems: Problem[]): string[] {
   return [...new Set(problems.map((p) => p.invariant))].sort();
 }
 
-function test(name: string, fn: (sql: postgres.Sql) => Promise<void>) {
-  Deno.test({
-    name,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const sql = testSql();
-      try {
-        await fn(sql);
-      } finally {
-        await sql.end();
-      }
-    },
-  });
-}
+const test = dbTest;
 
 /** A small shop: one awaiting order, one paid, one cancelled, over two products. */
 async function shop(sql: postgres.Sql) {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type postgres from "postgres";
 import { startFakeSumUp } from "../fakes/sumup-server.ts";
 import { ANON_KEY } from "../support/keys.ts";
-import { makeOrder, makeProduct, orderRow, stockOf, testSql, userJwt } from "../support/shop.ts";
+import { dbTest, makeOrder, makeProduct, orderRow, stockOf, userJwt } from "../support/shop.ts";
 import {
   assertInvariants,
   deliverStripe,
@@ -29,20 +29,11 @@ const ENV = {
   SUMUP_API_KEY: undefined,
 };
 
+/** Every test ends with the invariant checker over the whole database. */
 function test(name: string, fn: (sql: postgres.Sql) => Promise<void>) {
-  Deno.test({
-    name,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const sql = testSql();
-      try {
-        await fn(sql);
-        await assertInvariants(sql);
-      } finally {
-        await sql.end();
-      }
-    },
+  dbTest(name, async (sql) => {
+    await fn(sql);
+    await assertInvariants(sql);
   });
 }
 

@@ -4,6 +4,7 @@
  */
 import postgres from "postgres";
 import { SignJWT } from "jose";
+import { closeDb } from "../../_shared/db.ts";
 import { JWT_SECRET } from "./keys.ts";
 
 /** A direct connection for fixtures and assertions (service-level, outside the functions' pool). */
@@ -102,4 +103,30 @@ export async function withEnv<T>(vars: Record<string, string | undefined>, fn: (
   } finally {
     apply(saved);
   }
+}
+
+/**
+ * A Deno test with a fixture connection, quiet logs and `env` set for its duration, that closes both its connection
+ * and the functions' pool afterwards (postgres.js keeps idle timers between queries, so the per-test leak checks
+ * are off).
+ */
+export function dbTest(
+  name: string,
+  fn: (sql: postgres.Sql) => Promise<void>,
+  env: Record<string, string | undefined> = {},
+): void {
+  Deno.test({
+    name,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const sql = testSql();
+      try {
+        await withEnv({ LOG_LEVEL: "silent", ...env }, () => fn(sql));
+      } finally {
+        await sql.end();
+        await closeDb();
+      }
+    },
+  });
 }
