@@ -15,6 +15,7 @@ import { startFakeSumUp } from "./fakes/sumup-server.ts";
 import { checkedAnswers, contractFetch, openApiDocument } from "./support/contract.ts";
 import { ANON_KEY, JWT_SECRET } from "./support/keys.ts";
 import { makeOrder, makeProduct, testSql, userJwt } from "./support/shop.ts";
+import { stripeEvent } from "./support/stripe-events.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -340,18 +341,6 @@ async function stripeOrder() {
   const sessionId = `cs_test_${crypto.randomUUID().replaceAll("-", "")}`;
   await sql`select public.attach_checkout(${order.id}::uuid, 'stripe', ${sessionId}, ${`https://checkout.test/${sessionId}`})`;
   return { order, sessionId, intent: `pi_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}` };
-}
-
-function stripeEvent(type: string, object: Json): Json {
-  return {
-    id: `evt_${crypto.randomUUID().replaceAll("-", "")}`,
-    object: "event",
-    api_version: "2025-01-27.acacia",
-    created: Math.floor(Date.now() / 1000),
-    livemode: false,
-    type,
-    data: { object },
-  };
 }
 
 function session(f: Awaited<ReturnType<typeof stripeOrder>>, extra: Json = {}): Json {

@@ -8,6 +8,7 @@ import type postgres from "postgres";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { handler as rawHandler, matchesIfNoneMatch } from "../products-list/handler.ts";
 import { ANON_KEY } from "./support/keys.ts";
+import type { ProductPage } from "../_shared/engine.ts";
 import { dbTest, makeOrder, makeProduct, uniqueSku, userJwt } from "./support/shop.ts";
 import { contractFetch, withContract } from "./support/contract.ts";
 
@@ -26,15 +27,7 @@ function list(query = "", headers: Record<string, string> = {}): Promise<Respons
   );
 }
 
-interface Item {
-  id: string;
-  sku: string;
-  name: string;
-  unit_price: number;
-  currency: string;
-  tax_rate_bp: number;
-  available: number;
-}
+type Item = ProductPage["items"][number];
 
 /** Walks every page from `cursor` with page size `limit`; returns the items and the number of pages. */
 async function walk(limit: number): Promise<{ items: Item[]; pages: number }> {

@@ -8,6 +8,7 @@ import { startGateway } from "../../../scripts/functions-gateway.ts";
 import { closeDb } from "../_shared/db.ts";
 import { handler as rawHandler } from "../stripe-webhook/handler.ts";
 import { historyOf, makeOrder, makeProduct, orderRow, stockOf, testSql } from "./support/shop.ts";
+import { stripeEvent } from "./support/stripe-events.ts";
 import { contractFetch, withContract } from "./support/contract.ts";
 
 // Every answer these tests receive is checked against docs/openapi.json (a mismatch throws).
@@ -40,53 +41,33 @@ type Fixture = Awaited<ReturnType<typeof stripeOrder>>;
 
 /** A checkout.session.* event for the fixture's session. */
 function sessionEvent(type: string, f: Fixture, session: Record<string, unknown> = {}): Json {
-  return {
-    id: `evt_${crypto.randomUUID().replaceAll("-", "")}`,
-    object: "event",
-    api_version: "2025-01-27.acacia",
-    created: Math.floor(Date.now() / 1000),
-    livemode: false,
-    type,
-    data: {
-      object: {
-        id: f.sessionId,
-        object: "checkout.session",
-        mode: "payment",
-        client_reference_id: f.order.id,
-        metadata: { order_id: f.order.id },
-        amount_total: f.order.total,
-        currency: "eur",
-        payment_status: "paid",
-        status: "complete",
-        payment_intent: f.paymentIntent,
-        ...session,
-      },
-    },
-  };
+  return stripeEvent(type, {
+    id: f.sessionId,
+    object: "checkout.session",
+    mode: "payment",
+    client_reference_id: f.order.id,
+    metadata: { order_id: f.order.id },
+    amount_total: f.order.total,
+    currency: "eur",
+    payment_status: "paid",
+    status: "complete",
+    payment_intent: f.paymentIntent,
+    ...session,
+  });
 }
 
 /** A charge.refunded event; `metadata: false` leaves the order to be found by the payment intent. */
 function refundEvent(f: Fixture, amountRefunded: number, opts: { metadata?: boolean } = {}): Json {
-  return {
-    id: `evt_${crypto.randomUUID().replaceAll("-", "")}`,
-    object: "event",
-    api_version: "2025-01-27.acacia",
-    created: Math.floor(Date.now() / 1000),
-    livemode: false,
-    type: "charge.refunded",
-    data: {
-      object: {
-        id: `ch_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`,
-        object: "charge",
-        amount: f.order.total,
-        amount_refunded: amountRefunded,
-        currency: "eur",
-        refunded: amountRefunded === f.order.total,
-        payment_intent: f.paymentIntent,
-        metadata: opts.metadata === false ? {} : { order_id: f.order.id },
-      },
-    },
-  };
+  return stripeEvent("charge.refunded", {
+    id: `ch_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`,
+    object: "charge",
+    amount: f.order.total,
+    amount_refunded: amountRefunded,
+    currency: "eur",
+    refunded: amountRefunded === f.order.total,
+    payment_intent: f.paymentIntent,
+    metadata: opts.metadata === false ? {} : { order_id: f.order.id },
+  });
 }
 
 /** Posts `event` signed as Stripe would (or with another secret / an old timestamp). */

@@ -12,6 +12,8 @@ import { closeDb } from "../../_shared/db.ts";
 import { resetProviderPolicies } from "../../_shared/resilience.ts";
 import { withEnv } from "../support/shop.ts";
 
+export { stripeEvent } from "../support/stripe-events.ts";
+
 export const STRIPE_WEBHOOK_SECRET = "whsec_stockhold_reliability_tests";
 
 /** Fails with the checker's readable report unless every invariant holds. */
@@ -45,21 +47,6 @@ export async function withGateway<T>(
       resetProviderPolicies();
     }
   });
-}
-
-/** A Stripe event around `object`, as Stripe's API (version of the SDK) would send it. */
-export function stripeEvent(type: string, object: Record<string, unknown>, id = `evt_test_${crypto.randomUUID()}`) {
-  return {
-    id,
-    object: "event",
-    api_version: "2025-01-27.acacia",
-    created: Math.floor(Date.now() / 1000),
-    livemode: false,
-    pending_webhooks: 1,
-    request: { id: null, idempotency_key: null },
-    type,
-    data: { object },
-  };
 }
 
 /** A completed, paid Checkout Session for an order (what Stripe sends in checkout.session.completed). */
