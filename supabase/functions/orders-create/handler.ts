@@ -66,7 +66,10 @@ function providerRefused(order: Order, providerCode: string): AppError {
   );
 }
 
-/** The answer a replay gets for an order its first attempt cancelled because the checkout could not be opened. */
+/**
+ * The answer for an order cancelled because its checkout could not be opened, from the reason recorded with the
+ * cancel: the first attempt and every replay with the same key read it the same way.
+ */
 function checkoutFailure(order: Order, reason: string | null): AppError {
   return reason?.startsWith(`${REFUSED}:`)
     ? providerRefused(order, reason.slice(REFUSED.length + 1))
@@ -115,7 +118,7 @@ async function openStripeCheckout(
       order_id: order.id,
       error: describeError(err),
     });
-    throw refusal ? providerRefused(order, refusal) : providerUnavailable(order);
+    throw checkoutFailure(order, reason);
   }
   // If this fails the session still exists; a replay gets it back from Stripe and stores it then.
   return await withTx(txCtx, (tx) => attachCheckout(tx, order.id, { provider: "stripe", ...session }));
