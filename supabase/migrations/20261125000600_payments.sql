@@ -222,18 +222,20 @@ set search_path = ''
 as $$
 declare
   v_order public.orders%rowtype;
+  v_refunded boolean;
   v_short jsonb;
 begin
   v_order := private.lock_order(p_order_id);
   if v_order.status in ('paid', 'fulfilled') then
     return jsonb_build_object('result', 'already_allocated', 'order', private.order_json(p_order_id));
   end if;
-  if v_order.status <> 'paid_out_of_stock' or v_order.refunded_amount >= v_order.total then
+  -- (a free order, total 0, has nothing to refund: it is never "refunded in full")
+  v_refunded := v_order.total > 0 and v_order.refunded_amount >= v_order.total;
+  if v_order.status <> 'paid_out_of_stock' or v_refunded then
     raise exception using errcode = 'SH410',
       message = format('invalid_transition: only an order paid out of stock and not refunded in full can be given '
                        || 'its stock; this one is %s%s', v_order.status,
-                       case when v_order.refunded_amount >= v_order.total and v_order.total > 0
-                            then ' and refunded in full' else '' end),
+                       case when v_refunded then ' and refunded in full' else '' end),
       detail = jsonb_build_object('status', v_order.status)::text;
   end if;
 

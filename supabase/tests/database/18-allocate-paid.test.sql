@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(14);
+select plan(15);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of, moves from fixtures.psql.
 \ir fixtures.psql
@@ -82,6 +82,17 @@ select public.mark_paid(:'r', 'sumup', 'tx-r', 2000, 'EUR', :'t0'::timestamptz +
 select public.record_refund_total(:'r', 'rf-r', 2000, 'EUR') is not null as refunded \gset
 select throws_ok(format($$select public.allocate_paid_order(%L)$$, :'r'), 'SH410', null,
   'allocate_refunded: an order refunded in full is refused');
+-- a free order (total 0) paid out of stock has nothing to refund, so it is not "refunded in full": it can be allocated
+select pg_temp.product('T-ALLOC-FREE', 0, 0, 1, 0) as f \gset
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'f', 1)), 'sumup', 'alloc-f', 'h',
+                                            '{}', null, :'t0')) as fo \gset
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'f', 1)), 'sumup', 'alloc-g', 'h',
+                                            '{}', null, :'t0'::timestamptz + interval '1 hour')) as go \gset
+select public.mark_paid(:'fo', 'sumup', 'tx-f', 0, 'EUR', :'t0'::timestamptz + interval '1 hour') ->> 'result'
+  as f_paid \gset
+select public.restock(:'f', 'shop', 1, 'found one') is not null as found \gset
+select is(public.allocate_paid_order(:'fo') ->> 'result', 'allocated',
+  'allocate_free_order: a free order paid out of stock is allocated once stock is back');
 select throws_ok($$select public.allocate_paid_order('00000000-0000-4000-8000-000000000000')$$, 'SH402', null,
   'allocate_unknown: an unknown order is SH402');
 
