@@ -34,6 +34,7 @@ cron.timezone = 'UTC'
 timezone = 'UTC'
 max_connections = 300
 fsync = ${PG_FSYNC:-on}
+wal_writer_delay = ${PG_WAL_WRITER_DELAY:-200ms}
 log_min_messages = warning
 logging_collector = off
 CONF

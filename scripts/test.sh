@@ -7,6 +7,7 @@ export STACK_NAME=test
 export DB_PORT="${TEST_DB_PORT:-54332}"
 export API_PORT="${TEST_API_PORT:-54331}"
 export PG_FSYNC=off   # a throwaway cluster: durability buys nothing here and costs seconds
+export PG_WAL_WRITER_DELAY=10s  # asynchronous commits reach disk only when something waits for them (db.test.ts)
 export NO_COLOR=1     # plain output, so the summary lines can be read
 . "$(dirname "$0")/lib.sh"
 set +e -o pipefail   # keep going after a failing step: every step is counted, the last line says it all

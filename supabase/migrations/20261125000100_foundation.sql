@@ -105,6 +105,28 @@ begin
 end
 $$;
 
+-- Why: early lock release. A stock row's lock is held until its transaction ends, and a synchronous commit ends
+-- only after its WAL flush; so every buyer of one hot product would queue on the disk, one flush each. orders-create
+-- therefore commits create_order with synchronous_commit off (the lock goes as soon as the commit record is
+-- written) and then calls this, in a transaction of its own, before it answers. WAL is flushed in order, and this
+-- transaction's commit waits for the flush up to its own commit record: when it returns, every earlier commit of
+-- the cluster is on disk. A crash in between can only lose a commit nobody was told about. A commit waits for its
+-- flush only if the transaction has an xid and wrote WAL (an xid alone does not do it); a transactional logical
+-- message gives it both, without touching a table (logical decoders ignore it unless asked for messages). Run it
+-- in its own transaction with synchronous_commit on (the default), or it waits for nothing.
+create function public.wait_for_flush()
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  perform pg_catalog.pg_logical_emit_message(true, 'stockhold.wait_for_flush', '');
+end
+$$;
+
+grant execute on function public.wait_for_flush() to service_role;
+
 -- Why: append-only tables (the stock ledger, the status history) refuse UPDATE, DELETE and TRUNCATE
 -- for every role, the owner and superusers included, so history cannot be rewritten.
 create function private.refuse_change()

@@ -83,6 +83,20 @@ export function withTx<T>(ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T
   }) as Promise<T>;
 }
 
+/**
+ * Early lock release: runs `fn` in a transaction that commits without waiting for its WAL flush, so the rows it
+ * locked are free as soon as the commit record is written instead of after the disk has answered; then waits in a
+ * second, tiny transaction (public.wait_for_flush) until that commit is on disk. Resolves only then, so nothing is
+ * answered that a crash could take back. For create_order: a hot product's stock row is held by each buyer from
+ * its UPDATE to its commit, and a flush inside that window made every buyer queue on the disk (BENCHMARKS.md).
+ * When `fn` throws nothing is waited for: a refusal changed nothing.
+ */
+export async function withTxEarlyRelease<T>(ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  const result = await withTx({ ...ctx, durable: false }, fn);
+  await db()`select public.wait_for_flush()`;
+  return result;
+}
+
 /** The single value of a one-row, one-column result (`select f(...) as result`). */
 export function single<T>(rows: readonly Record<string, unknown>[]): T {
   const row = rows[0];

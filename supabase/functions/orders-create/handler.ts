@@ -4,7 +4,7 @@
  * configured, a SumUp checkout (in store). The same Idempotency-Key and body always lead to the same order.
  */
 import { authenticate, type Caller } from "../_shared/auth.ts";
-import { withTx } from "../_shared/db.ts";
+import { withTx, withTxEarlyRelease } from "../_shared/db.ts";
 import { attachCheckout, cancelOrder, cancelReason, createOrder, type Order, rateLimitHit } from "../_shared/engine.ts";
 import { orderRateLimit, stripeConfig, sumupConfig } from "../_shared/env.ts";
 import { AppError } from "../_shared/errors.ts";
@@ -150,7 +150,9 @@ const framed = serve(
     await enforceRateLimit(req, caller, ctx);
 
     const requestHashHex = await requestHash(body, caller.userId ?? caller.kind);
-    const created = await withTx(
+    // Early lock release: the stock rows this order locks are free once it commits, not once the disk has the
+    // commit; the answer (and the Stripe session) still waits until it does.
+    const created = await withTxEarlyRelease(
       { correlationId: ctx.correlationId, actor: caller.actor },
       (tx) =>
         createOrder(tx, {

@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(22);
+select plan(23);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -198,6 +198,14 @@ select column_privs_are('public', 'products', 'name', 'service_role', array['SEL
   'grants_catalogue_edit: service_role may rename a product');
 select column_privs_are('public', 'products', 'id', 'service_role', array['SELECT', 'INSERT'],
   'grants_catalogue_id: service_role may not change a product''s id');
+
+-- The durability barrier forces a WAL flush per call: only the functions' service role may call it.
+select is(
+  array[has_function_privilege('anon', 'public.wait_for_flush()', 'execute'),
+        has_function_privilege('authenticated', 'public.wait_for_flush()', 'execute'),
+        has_function_privilege('service_role', 'public.wait_for_flush()', 'execute')],
+  array[false, false, true],
+  'grants_wait_for_flush: only service_role may call the durability barrier');
 
 select * from finish();
 rollback;

@@ -3,7 +3,8 @@
  * database) under a concurrent load of orders, payments, cancels, restocks and sweeps has its postmaster killed
  * with SIGKILL, is restarted (crash recovery from the WAL), and must come back whole: ledger sums equal the
  * stored stock, reserved equals the active reservations, no order half-written, nothing negative, and every
- * change a client saw acknowledged is still there.
+ * change a client saw acknowledged is still there: orders too, which are committed as orders-create commits them
+ * (without waiting for the flush, then acknowledged after public.wait_for_flush).
  */
 import assert from "node:assert/strict";
 import postgres from "postgres";
@@ -124,8 +125,13 @@ async function worker(sql: postgres.Sql, n: number, products: string[], acks: Ac
       let order: { id: string; total: number; payment_method: string } | null = null;
       try {
         const method = (n + i) % 2 ? "sumup" : "stripe";
-        const [{ r }] = await sql`select public.create_order(${sql.json(items)}::jsonb, ${method},
-                                     ${crypto.randomUUID()}, null) as r`;
+        // As orders-create commits it (withTxEarlyRelease): asynchronously, so the stock rows are released before
+        // the WAL flush, then acknowledged only after public.wait_for_flush. Every such order must survive.
+        // (one statement is its own transaction, so the transaction-local setting holds for its commit)
+        const [{ r }] = await sql`select set_config('synchronous_commit', 'off', true),
+                                         public.create_order(${sql.json(items)}::jsonb, ${method},
+                                                             ${crypto.randomUUID()}, null) as r`;
+        await sql`select public.wait_for_flush()`;
         order = r.order;
         acks.created.set(order!.id, items);
       } catch (err) {
