@@ -7,7 +7,7 @@
  * transaction code pays one order only (409 `transaction_code_reused`).
  */
 import { authenticate, requireStaff } from "../_shared/auth.ts";
-import { type Tx, withTx } from "../_shared/db.ts";
+import { type Tx, withTxEarlyRelease } from "../_shared/db.ts";
 import {
   allocatePaidOrder,
   cancelOrder,
@@ -78,7 +78,8 @@ const framed = serve({ name: "orders-instore", methods: ["POST"] }, async (req, 
   const input = parseOrThrow(instoreInput, await readJson(req));
   const log = ctx.log.child({ action: input.action, order_id: input.order_id, actor: caller.actor });
 
-  const outcome = await withTx({ correlationId: ctx.correlationId, actor: caller.actor }, async (tx) => {
+  // Early lock release (as orders-create): the till hears the outcome only once it is on disk.
+  const outcome = await withTxEarlyRelease({ correlationId: ctx.correlationId, actor: caller.actor }, async (tx) => {
     if (input.action === "cancel") return await cancelOrder(tx, input.order_id, input.reason ?? "cancelled by staff");
     if (input.action === "allocate") return await allocatePaidOrder(tx, input.order_id, input.note ?? null);
     return await confirmPayment(tx, input.order_id, input.transaction_code);

@@ -3,7 +3,7 @@
  * body first (400 and nothing changed when it fails); then the event is recorded and its effect applied in ONE
  * transaction, so an event is acted on exactly once however often Stripe delivers it, and in whatever order.
  */
-import { type Tx, withTx } from "../_shared/db.ts";
+import { type Tx, withTxEarlyRelease } from "../_shared/db.ts";
 import { cancelOrder, markPaid, recordPaymentEvent, recordRefund } from "../_shared/engine.ts";
 import { AppError, engineErrorCode } from "../_shared/errors.ts";
 import { json, serve } from "../_shared/http.ts";
@@ -176,7 +176,9 @@ const framed = serve({ name: "stripe-webhook", methods: ["POST"] }, async (req, 
 
   const log = ctx.log.child({ event_id: event.id, event_type: event.type });
   const { orderId, effect, skip } = plan(event);
-  const outcome = await withTx({ correlationId: ctx.correlationId, actor: "stripe" }, async (tx) => {
+  // Early lock release (as orders-create): the stock rows a payment or a cancel changes are free at its commit;
+  // Stripe hears 200 only once that commit is on disk.
+  const outcome = await withTxEarlyRelease({ correlationId: ctx.correlationId, actor: "stripe" }, async (tx) => {
     const first = await recordPaymentEvent(tx, { provider: "stripe", id: event.id, type: event.type, orderId });
     if (!first) return { duplicate: true };
     if (!effect) return { ignored: skip };

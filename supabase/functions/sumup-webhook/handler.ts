@@ -9,7 +9,7 @@
  * (irrelevant event, unknown checkout, not paid, unknown order, duplicate); 400 for a body that is not a
  * notification; 502 when SumUp's API cannot be reached, so SumUp delivers the notification again later.
  */
-import { withTx } from "../_shared/db.ts";
+import { withTxEarlyRelease } from "../_shared/db.ts";
 import { markPaid, recordPaymentEvent } from "../_shared/engine.ts";
 import { sumupConfig } from "../_shared/env.ts";
 import { engineErrorCode, invalidRequest } from "../_shared/errors.ts";
@@ -82,7 +82,8 @@ const framed = serve({ name: "sumup-webhook", methods: ["POST"] }, async (req, c
 
   let outcome: SumUpWebhookOutcome;
   try {
-    outcome = await withTx({ correlationId: ctx.correlationId, actor: "sumup" }, async (tx) => {
+    // Early lock release (as orders-create): SumUp hears 200 only once the payment is on disk.
+    outcome = await withTxEarlyRelease({ correlationId: ctx.correlationId, actor: "sumup" }, async (tx) => {
       // Keyed by checkout and status, whichever event format brought it: one paid checkout, one payment.
       const fresh = await recordPaymentEvent(tx, {
         provider: "sumup",
