@@ -110,21 +110,29 @@ $$;
 -- therefore commits create_order with synchronous_commit off (the lock goes as soon as the commit record is
 -- written) and then calls this, in a transaction of its own, before it answers. WAL is flushed in order, and this
 -- transaction's commit waits for the flush up to its own commit record: when it returns, every earlier commit of
--- the cluster is on disk. A crash in between can only lose a commit nobody was told about. A commit waits for its
--- flush only if the transaction has an xid and wrote WAL (an xid alone does not do it); a transactional logical
--- message gives it both, without touching a table (logical decoders ignore it unless asked for messages). Run it
--- in its own transaction with synchronous_commit on (the default), or it waits for nothing.
+-- the cluster is on disk. A crash in between can only lose a commit nobody was told about. Run it in its own
+-- transaction with synchronous_commit on (the default), or it waits for nothing.
+-- A commit waits for its flush only if the transaction has an xid and wrote WAL (an xid alone does not do it). The
+-- WAL comes from setval on a sequence of its own: logged on every call, it touches no table row (nothing to lock,
+-- nothing to vacuum) and logical decoding (Realtime, replication) does not see it, as it would a logical message.
+-- Security definer: the sequence is private.
+create sequence private.wait_for_flush_seq;
+revoke all on sequence private.wait_for_flush_seq from public, anon, authenticated, service_role;
+
 create function public.wait_for_flush()
 returns void
 language plpgsql
 volatile
+security definer
 set search_path = ''
 as $$
 begin
-  perform pg_catalog.pg_logical_emit_message(true, 'stockhold.wait_for_flush', '');
+  perform pg_catalog.pg_current_xact_id();
+  perform pg_catalog.setval('private.wait_for_flush_seq'::regclass, 1);
 end
 $$;
 
+revoke all on function public.wait_for_flush() from public, anon, authenticated;
 grant execute on function public.wait_for_flush() to service_role;
 
 -- Why: append-only tables (the stock ledger, the status history) refuse UPDATE, DELETE and TRUNCATE

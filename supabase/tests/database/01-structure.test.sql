@@ -152,7 +152,7 @@ select is(
         order by 1),
   array['adjust_stock', 'allocate_paid_order', 'attach_checkout', 'cancel_order', 'create_order', 'expire_reservations', 'list_products',
         'mark_fulfilled', 'mark_paid', 'rate_limit_hit', 'record_payment_event', 'record_refund',
-        'record_refund_total', 'restock'],
+        'record_refund_total', 'restock', 'wait_for_flush'],
   'only the public entry points that reach private tables are security definer');
 
 select isnt_definer('public', 'get_order', array['uuid'], 'get_order runs as its caller, so RLS decides');
