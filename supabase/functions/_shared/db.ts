@@ -10,6 +10,8 @@ import { dbPoolMax, dbUrl } from "./env.ts";
 export type Sql = postgres.Sql;
 /** A query function bound to one open transaction. */
 export type Tx = postgres.TransactionSql;
+/** A piece of SQL built with a query function and not run yet (an engine call expression for callOnce). */
+export type Fragment = postgres.PendingQuery<postgres.Row[]>;
 
 /** Database roles a transaction may run as; the union keeps role names out of reach of request data. */
 export type DbRole = "service_role" | "authenticated" | "anon";
@@ -84,15 +86,47 @@ export function withTx<T>(ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T
 }
 
 /**
- * Early lock release: runs `fn` in a transaction that commits without waiting for its WAL flush, so the rows it
- * locked are free as soon as the commit record is written instead of after the disk has answered; then waits in a
- * second, tiny transaction (public.wait_for_flush) until that commit is on disk. Resolves only then, so nothing is
- * answered that a crash could take back. For create_order: a hot product's stock row is held by each buyer from
- * its UPDATE to its commit, and a flush inside that window made every buyer queue on the disk (BENCHMARKS.md).
- * When `fn` throws nothing is waited for: a refusal changed nothing.
+ * One engine call as one statement, which Postgres runs as a transaction of its own:
+ * `select <call> as result from (select set_config(...), ...) as ctx`. The request context is set when ctx's row
+ * is made, before the call in the select list is evaluated for that row. There is no BEGIN or COMMIT to send: one
+ * round trip instead of four, and a row the call locks (a hot product's stock row, an address's rate-limit bucket)
+ * is released by the commit that ends the statement on the server, never held while this busy event loop gets
+ * round to sending COMMIT (BENCHMARKS.md: that wait was most of the time the rows were held over HTTP).
+ * For a call that needs no other statement in its transaction and no RLS: Postgres checks EXECUTE as the statement
+ * starts, before a role set inside it would apply, so the call runs as the functions' database login (the engine's
+ * entry points are security definer); reads that RLS decides use withTx.
+ */
+export async function callOnce<T>(ctx: TxContext, call: (sql: Sql) => Fragment): Promise<T> {
+  if (ctx.role && ctx.role !== "service_role") throw new Error("callOnce cannot take an RLS role; use withTx");
+  const sql = db();
+  const notDurable = ctx.durable === false ? sql`, set_config('synchronous_commit', 'off', true)` : sql``;
+  const rows = await sql`select ${call(sql)} as result
+                         from (select set_config('app.correlation_id', ${ctx.correlationId}, true),
+                                      set_config('app.actor', ${ctx.actor}, true),
+                                      set_config('request.jwt.claims', ${JSON.stringify(ctx.claims ?? {})}, true)
+                                      ${notDurable}) as ctx`;
+  return single<T>(rows);
+}
+
+/**
+ * Early lock release: the commit does not wait for its WAL flush, so the rows the transaction locked are free as
+ * soon as the commit record is written instead of after the disk has answered; then a second, tiny transaction
+ * (public.wait_for_flush) waits until that commit is on disk. Resolves only then, so nothing is answered that a
+ * crash could take back. A hot product's stock row is held by each buyer from its UPDATE to its commit, and a
+ * flush inside that window made every buyer queue on the disk (BENCHMARKS.md). When the call throws nothing is
+ * waited for: a refusal changed nothing.
  */
 export async function withTxEarlyRelease<T>(ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  const result = await withTx({ ...ctx, durable: false }, fn);
+  return await flushed(withTx({ ...ctx, durable: false }, fn));
+}
+
+/** {@link callOnce} with early lock release (see {@link withTxEarlyRelease}). */
+export async function callOnceEarlyRelease<T>(ctx: TxContext, call: (sql: Sql) => Fragment): Promise<T> {
+  return await flushed(callOnce<T>({ ...ctx, durable: false }, call));
+}
+
+async function flushed<T>(committed: Promise<T>): Promise<T> {
+  const result = await committed;
   await db()`select public.wait_for_flush()`;
   return result;
 }

@@ -1,9 +1,10 @@
 /**
- * Typed calls to the engine's entry points (docs/engine-contract.md). Each takes an open transaction from
- * db.ts's withTx, so a caller can put several in one transaction (a webhook's event record and its effect).
+ * Typed calls to the engine's entry points (docs/engine-contract.md). Most take an open transaction from db.ts's
+ * withTx, so a caller can put several in one transaction (a webhook's event record and its effect); the ones
+ * named `...Call` build the call as an expression for db.ts's callOnce (one statement, one round trip).
  * No rule lives here: these only name the SQL functions and their arguments.
  */
-import type { Tx } from "./db.ts";
+import type { Fragment, Sql, Tx } from "./db.ts";
 import { single } from "./db.ts";
 import type { Order } from "./order-schema.ts";
 
@@ -20,13 +21,17 @@ export interface CreateOrderArgs {
   customerId?: string | null;
 }
 
-/** Reserves stock and creates the order, or returns the first order for a replayed idempotency key. */
-export async function createOrder(tx: Tx, args: CreateOrderArgs): Promise<{ order: Order; replayed: boolean }> {
-  return single(
-    await tx`select public.create_order(
-      ${tx.json(args.items)}::jsonb, ${args.paymentMethod}, ${args.idempotencyKey}, ${args.requestHash},
-      ${tx.json(args.customer ?? {})}::jsonb, ${args.customerId ?? null}::uuid) as result`,
-  );
+/** What create_order answers: the order, and whether it is the first answer to a replayed idempotency key. */
+export interface CreatedOrder {
+  order: Order;
+  replayed: boolean;
+}
+
+/** Reserves stock and creates the order, or returns the first order for a replayed key: {@link CreatedOrder}. */
+export function createOrderCall(sql: Sql, args: CreateOrderArgs): Fragment {
+  return sql`public.create_order(
+    ${sql.json(args.items)}::jsonb, ${args.paymentMethod}, ${args.idempotencyKey}, ${args.requestHash},
+    ${sql.json(args.customer ?? {})}::jsonb, ${args.customerId ?? null}::uuid)`;
 }
 
 /** Stores the provider's checkout id (and URL) on the order. */
@@ -120,11 +125,18 @@ export async function getOrder(tx: Tx, orderId: string): Promise<Order | null> {
   return single(await tx`select public.get_order(${orderId}::uuid) as result`);
 }
 
-/** Counts a hit in `bucket`; 0 when allowed, else seconds until the window resets (the hit is not counted). */
-export async function rateLimitHit(tx: Tx, bucket: string, limit: number, windowSeconds: number): Promise<number> {
-  return Number(
-    single(await tx`select public.rate_limit_hit(${bucket}, ${limit}::int, ${windowSeconds}::int) as result`),
-  );
+/**
+ * Counts a hit in each bucket, in the order given; the call yields 0 when all allow it, else the most seconds any
+ * of them asks to wait (a bucket that refuses does not count the hit).
+ */
+export function rateLimitCall(
+  sql: Sql,
+  buckets: { name: string; limit: number }[],
+  windowSeconds: number,
+): Fragment {
+  return buckets
+    .map((b) => sql`public.rate_limit_hit(${b.name}, ${b.limit}::int, ${windowSeconds}::int)`)
+    .reduce((a, b) => sql`greatest(${a}, ${b})`);
 }
 
 /** A page of the active catalogue (list_products). */

@@ -4,8 +4,16 @@
  * configured, a SumUp checkout (in store). The same Idempotency-Key and body always lead to the same order.
  */
 import { authenticate, type Caller } from "../_shared/auth.ts";
-import { withTx, withTxEarlyRelease } from "../_shared/db.ts";
-import { attachCheckout, cancelOrder, cancelReason, createOrder, type Order, rateLimitHit } from "../_shared/engine.ts";
+import { callOnce, callOnceEarlyRelease, withTx } from "../_shared/db.ts";
+import {
+  attachCheckout,
+  cancelOrder,
+  cancelReason,
+  type CreatedOrder,
+  createOrderCall,
+  type Order,
+  rateLimitCall,
+} from "../_shared/engine.ts";
 import { orderRateLimit, stripeConfig, sumupConfig } from "../_shared/env.ts";
 import { AppError } from "../_shared/errors.ts";
 import { clientAddress, json, readJson, type RequestContext, serve } from "../_shared/http.ts";
@@ -26,15 +34,12 @@ async function enforceRateLimit(req: Request, caller: Caller, ctx: RequestContex
   const limits = orderRateLimit();
   const buckets = [{ name: `orders-create:addr:${clientAddress(req)}`, limit: limits.perAddress }];
   if (caller.userId) buckets.push({ name: `orders-create:user:${caller.userId}`, limit: limits.perUser });
-  // Not durable: a counter lost in a crash lets a client through a few requests early, and this commit would
-  // otherwise wait for a WAL flush of its own before the order's (an extra fsync per order, and the bucket row
-  // stays locked through it, so one busy address queues on that flush).
+  // One statement (the bucket row is not held across a round trip), and not durable: a counter lost in a crash
+  // lets a client through a few requests early, and this commit would otherwise wait for a WAL flush of its own
+  // before the order's (an extra fsync per order, and the bucket row stays locked through it, so one busy address
+  // queues on that flush).
   const txCtx = { correlationId: ctx.correlationId, actor: caller.actor, durable: false };
-  const retryAfter = await withTx(txCtx, async (tx) => {
-    let wait = 0;
-    for (const b of buckets) wait = Math.max(wait, await rateLimitHit(tx, b.name, b.limit, limits.windowSeconds));
-    return wait;
-  });
+  const retryAfter = Number(await callOnce(txCtx, (sql) => rateLimitCall(sql, buckets, limits.windowSeconds)));
   if (retryAfter > 0) {
     throw new AppError(429, "rate_limited", "Too many orders; retry later.", {
       details: { retry_after_seconds: retryAfter },
@@ -150,12 +155,13 @@ const framed = serve(
     await enforceRateLimit(req, caller, ctx);
 
     const requestHashHex = await requestHash(body, caller.userId ?? caller.kind);
-    // Early lock release: the stock rows this order locks are free once it commits, not once the disk has the
-    // commit; the answer (and the Stripe session) still waits until it does.
-    const created = await withTxEarlyRelease(
+    // One statement with early lock release: the stock rows this order locks are free once it commits on the
+    // server, not after another round trip nor once the disk has the commit; the answer (and the Stripe session)
+    // still waits until the disk has it.
+    const created = await callOnceEarlyRelease<CreatedOrder>(
       { correlationId: ctx.correlationId, actor: caller.actor },
-      (tx) =>
-        createOrder(tx, {
+      (sql) =>
+        createOrderCall(sql, {
           items: body.items,
           paymentMethod: body.payment_method,
           idempotencyKey: key.data!,

@@ -1,9 +1,10 @@
 /**
  * withTx: the request context every transaction carries, and what `durable: false` changes (and only there);
- * withTxEarlyRelease: the commit does not wait for its flush, the call does.
+ * withTxEarlyRelease and callOnceEarlyRelease: the commit does not wait for its flush, the call does; callOnce: one
+ * statement carrying the request context.
  */
 import assert from "node:assert/strict";
-import { closeDb, db, withTx, withTxEarlyRelease } from "../_shared/db.ts";
+import { callOnce, callOnceEarlyRelease, closeDb, db, withTx, withTxEarlyRelease } from "../_shared/db.ts";
 
 const ctx = { correlationId: "db-test", actor: "service" };
 
@@ -45,26 +46,38 @@ Deno.test("withTx: durable false commits without waiting for the WAL flush, for 
   }
 });
 
+/** What a committed transaction saw: its synchronous_commit, its xid and the WAL position after its last write. */
+interface Seen {
+  synchronous_commit: string;
+  xid: string;
+  lsn: string;
+}
+
+/**
+ * Runs `commit` (an early-release helper) and checks that it committed without waiting for the flush and resolved
+ * only once the commit was on disk. The test cluster's WAL writer flushes asynchronous commits at most every 10 s
+ * once it has flushed (PG_WAL_WRITER_DELAY in scripts/test.sh): so one flush first, and then nothing but the
+ * barrier flushes the commit under test.
+ */
+async function assertFlushedOnReturn(commit: () => Promise<Seen>) {
+  await withTx({ ...ctx, durable: false }, (tx) => tx`select pg_current_xact_id()`);
+  await new Promise((r) => setTimeout(r, 100));
+  const inside = await commit();
+  assert.equal(inside.synchronous_commit, "off");
+  const [after] = await db()`select pg_current_wal_flush_lsn() >= ${inside.lsn}::pg_lsn as flushed,
+                                    pg_xact_status(${inside.xid}::xid8) as status`;
+  assert.deepEqual({ ...after }, { flushed: true, status: "committed" });
+}
+
 Deno.test("withTxEarlyRelease: commits without waiting for the flush, and resolves only once the commit is on disk", async () => {
   try {
-    // The test cluster's WAL writer flushes asynchronous commits at most every 10 s (PG_WAL_WRITER_DELAY in
-    // scripts/test.sh) once it has flushed: so one flush now, and nothing but the barrier flushes the next commit.
-    await withTx({ ...ctx, durable: false }, (tx) => tx`select pg_current_xact_id()`);
-    await new Promise((r) => setTimeout(r, 100));
-    // The WAL position after the transaction's last write: its commit record lies beyond it.
-    const inside = await withTxEarlyRelease(
-      ctx,
-      async (tx) => {
+    await assertFlushedOnReturn(() =>
+      withTxEarlyRelease(ctx, async (tx) => {
         const [row] = await tx`select current_setting('synchronous_commit') as synchronous_commit,
                                       pg_current_xact_id()::text as xid, pg_current_wal_insert_lsn()::text as lsn`;
-        return row;
-      },
+        return row as unknown as Seen;
+      })
     );
-    assert.equal(inside.synchronous_commit, "off");
-    const [after] = await db()`select pg_current_wal_flush_lsn() >= ${inside.lsn}::pg_lsn as flushed,
-                                      pg_xact_status(${inside.xid}::xid8) as status`;
-    assert.deepEqual({ ...after }, { flushed: true, status: "committed" });
-
     // A callback that throws is passed through, with nothing waited for or committed.
     await assert.rejects(
       withTxEarlyRelease(ctx, async (tx) => {
@@ -73,6 +86,49 @@ Deno.test("withTxEarlyRelease: commits without waiting for the flush, and resolv
       }),
       /refused/,
     );
+  } finally {
+    await closeDb();
+  }
+});
+
+Deno.test("callOnce: one statement, its own transaction, with the request context set before the call runs", async () => {
+  try {
+    const seen = await callOnce<Record<string, unknown>>(
+      { ...ctx, claims: { sub: "u-1" } },
+      (sql) =>
+        sql`jsonb_build_object('correlation_id', current_setting('app.correlation_id'),
+                                'actor', current_setting('app.actor'),
+                                'sub', current_setting('request.jwt.claims')::jsonb ->> 'sub',
+                                'synchronous_commit', current_setting('synchronous_commit'))`,
+    );
+    assert.deepEqual(seen, {
+      correlation_id: "db-test",
+      actor: "service",
+      sub: "u-1",
+      synchronous_commit: "on",
+    });
+    // The statement was its transaction: once it returned, its transaction-local settings were gone.
+    const [after] = await db()`select current_setting('app.actor', true) as actor`;
+    assert.ok(!after.actor, `app.actor leaked: ${after.actor}`);
+    // An RLS role cannot apply to a call Postgres has already checked: refused before anything runs.
+    await assert.rejects(callOnce({ ...ctx, role: "authenticated" }, (sql) => sql`1`), /RLS role/);
+  } finally {
+    await closeDb();
+  }
+});
+
+Deno.test("callOnceEarlyRelease: commits without waiting for the flush, and resolves only once the commit is on disk", async () => {
+  try {
+    await assertFlushedOnReturn(() =>
+      callOnceEarlyRelease<Seen>(
+        ctx,
+        (sql) =>
+          sql`jsonb_build_object('synchronous_commit', current_setting('synchronous_commit'),
+                                  'xid', pg_current_xact_id()::text, 'lsn', pg_current_wal_insert_lsn()::text)`,
+      )
+    );
+    // A call that raises is passed through (and, one statement, changed nothing).
+    await assert.rejects(callOnceEarlyRelease(ctx, (sql) => sql`1 / 0`), /division by zero/);
   } finally {
     await closeDb();
   }
