@@ -404,6 +404,21 @@ test("401 without a JWT, 405 for GET", async () => {
   assert.equal(get.body.error.code, "method_not_allowed");
 });
 
+test("the 201 comes only once the order is on disk (its commit did not wait for the flush; the answer did)", async () => {
+  const mug = await makeProduct(sql);
+  // The test cluster's WAL writer flushes asynchronous commits at most every 10 s once it has flushed
+  // (PG_WAL_WRITER_DELAY in scripts/test.sh): one flush now, so only orders-create's own wait can flush the order.
+  await sql`select set_config('synchronous_commit', 'off', true), pg_current_xact_id()`;
+  await new Promise((r) => setTimeout(r, 100));
+  const res = await call({ items: [{ product_id: mug.id, quantity: 1 }], payment_method: "sumup" });
+  assert.equal(res.status, 201, JSON.stringify(res.body));
+  // Everything the order wrote is on disk. What may still be in the WAL buffers is small and not the order's: a WAL
+  // page header, a background standby snapshot (~60 bytes). Without the wait the order's own records (~2.7 kB here)
+  // would be.
+  const [wal] = await sql`select pg_current_wal_insert_lsn() - pg_current_wal_flush_lsn() as unflushed`;
+  assert.ok(Number(wal.unflushed) < 512, `${wal.unflushed} bytes of WAL not on disk after the 201`);
+});
+
 test("429 rate_limited per client address, with Retry-After", async () => {
   Deno.env.set("ORDER_RATE_LIMIT_PER_ADDRESS", "2");
   const mug = await makeProduct(sql);
