@@ -106,9 +106,9 @@ end
 $$;
 
 -- Why: early lock release. A stock row's lock is held until its transaction ends, and a synchronous commit ends
--- only after its WAL flush; so every buyer of one hot product would queue on the disk, one flush each. orders-create
--- therefore commits create_order with synchronous_commit off (the lock goes as soon as the commit record is
--- written) and then calls this, in a transaction of its own, before it answers. WAL is flushed in order, and this
+-- only after its WAL flush; so every buyer of one hot product would queue on the disk, one flush each. The edge
+-- functions therefore commit create_order (and payments and cancels) with synchronous_commit off (the lock goes as
+-- soon as the commit record is written) and then call this, in a transaction of its own, before they answer. WAL is flushed in order, and this
 -- transaction's commit waits for the flush up to its own commit record: when it returns, every earlier commit of
 -- the cluster is on disk. A crash in between can only lose a commit nobody was told about. Run it in its own
 -- transaction with synchronous_commit on (the default), or it waits for nothing.
