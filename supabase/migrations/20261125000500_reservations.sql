@@ -271,6 +271,29 @@ end
 $$;
 
 -- ============================================================================================================
+-- raise_if_short
+-- ============================================================================================================
+-- Why: the one form of SH409 insufficient_stock for an order's lines: given reserve_stock's short lines
+-- ([{product_id, sku, requested, available}]), raises naming every short product, with the lines as its detail;
+-- given null (nothing short), returns. create_order and allocate_paid_order raise through it.
+create function private.raise_if_short(p_short jsonb)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if p_short is not null then
+    raise exception using errcode = 'SH409',
+      message = format('insufficient_stock: not enough stock for %s',
+                       (select string_agg(x ->> 'sku', ', ') from jsonb_array_elements(p_short) x)),
+      detail = jsonb_build_object('items', p_short)::text;
+  end if;
+end
+$$;
+
+revoke all on function private.raise_if_short(jsonb) from public, anon, authenticated, service_role;
+
+-- ============================================================================================================
 -- create_order
 -- ============================================================================================================
 -- Why: the one call that turns a basket into an order holding its stock. Prices, tax and totals come from the
@@ -321,7 +344,6 @@ declare
   v_ttl interval;
   v_order_id uuid;
   v_order jsonb;
-  v_short jsonb;
   v_max_quantity integer;
   v_expires_at timestamptz;
   v_take_products uuid[];
@@ -546,13 +568,8 @@ begin
   -- 5b. the locked path: lock in one fixed order; free what has lapsed; check everything; reserve
   perform private.lock_stock(v_product_ids);
   perform private.expire_lapsed_on(v_product_ids, p_now);
-  v_short := private.reserve_stock(v_order_id, v_product_ids, v_quantities, p_payment_method, v_expires_at);
-  if v_short is not null then
-    raise exception using errcode = 'SH409',
-      message = format('insufficient_stock: not enough stock for %s',
-                       (select string_agg(x ->> 'sku', ', ') from jsonb_array_elements(v_short) x)),
-      detail = jsonb_build_object('items', v_short)::text;
-  end if;
+  perform private.raise_if_short(
+    private.reserve_stock(v_order_id, v_product_ids, v_quantities, p_payment_method, v_expires_at));
 
   return jsonb_build_object('order', v_order, 'replayed', false);
 end

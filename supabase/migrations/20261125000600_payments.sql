@@ -223,7 +223,6 @@ as $$
 declare
   v_order public.orders%rowtype;
   v_refunded boolean;
-  v_short jsonb;
 begin
   v_order := private.lock_order(p_order_id);
   if v_order.status in ('paid', 'fulfilled') then
@@ -239,13 +238,7 @@ begin
       detail = jsonb_build_object('status', v_order.status)::text;
   end if;
 
-  v_short := private.take_order_stock(p_order_id, v_order.payment_method, p_now);
-  if v_short is not null then
-    raise exception using errcode = 'SH409',
-      message = format('insufficient_stock: not enough stock for %s',
-                       (select string_agg(x ->> 'sku', ', ') from jsonb_array_elements(v_short) x)),
-      detail = jsonb_build_object('items', v_short)::text;
-  end if;
+  perform private.raise_if_short(private.take_order_stock(p_order_id, v_order.payment_method, p_now));
 
   perform private.set_status_reason(coalesce(nullif(p_note, ''), 'stock allocated after payment'));
   update public.orders o set status = 'paid' where o.id = p_order_id and o.status = 'paid_out_of_stock';
