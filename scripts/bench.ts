@@ -74,12 +74,17 @@ async function pgbench(name: string, script: string, n = clients): Promise<Run> 
     }
   }
   await Deno.remove(dir, { recursive: true });
+  return summary(name, n, latencies, tps);
+}
+
+/** A run's row: its throughput and the p50/p99 of its latencies (ms). */
+function summary(name: string, clients: number, latencies: number[], perSecond: number): Run {
   latencies.sort((a, b) => a - b);
   return {
     name,
-    clients: n,
+    clients,
     count: latencies.length,
-    per_second: Math.round(tps),
+    per_second: Math.round(perSecond),
     p50_ms: round(percentile(latencies, 50)),
     p99_ms: round(percentile(latencies, 99)),
   };
@@ -241,15 +246,7 @@ async function httpRun(): Promise<Run> {
   }));
   await gw.stop();
   if (errors) progress(`orders-create over HTTP: ${errors} non-201 answers`);
-  latencies.sort((a, b) => a - b);
-  return {
-    name: `orders-create over HTTP`,
-    clients: httpClients,
-    count: latencies.length,
-    per_second: Math.round(latencies.length / seconds),
-    p50_ms: round(percentile(latencies, 50)),
-    p99_ms: round(percentile(latencies, 99)),
-  };
+  return summary("orders-create over HTTP", httpClients, latencies, latencies.length / seconds);
 }
 
 /**
