@@ -4,46 +4,39 @@
  * statement carrying the request context.
  */
 import assert from "node:assert/strict";
-import { callOnce, callOnceEarlyRelease, closeDb, db, withTx, withTxEarlyRelease } from "../_shared/db.ts";
+import { callOnce, callOnceEarlyRelease, db, withTx, withTxEarlyRelease } from "../_shared/db.ts";
+import { dbTest } from "./support/shop.ts";
 
 const ctx = { correlationId: "db-test", actor: "service" };
 
-Deno.test("withTx: a transaction carries the correlation id, actor and role, and commits durably by default", async () => {
-  try {
-    const [row] = await withTx(
-      ctx,
-      (tx) =>
-        tx`select current_setting('app.correlation_id') as correlation_id, current_setting('app.actor') as actor,
-                current_user as role, current_setting('synchronous_commit') as synchronous_commit`,
-    );
-    assert.deepEqual({ ...row }, {
-      correlation_id: "db-test",
-      actor: "service",
-      role: "service_role",
-      synchronous_commit: "on",
-    });
-  } finally {
-    await closeDb();
-  }
+dbTest("withTx: a transaction carries the correlation id, actor and role, and commits durably by default", async () => {
+  const [row] = await withTx(
+    ctx,
+    (tx) =>
+      tx`select current_setting('app.correlation_id') as correlation_id, current_setting('app.actor') as actor,
+              current_user as role, current_setting('synchronous_commit') as synchronous_commit`,
+  );
+  assert.deepEqual({ ...row }, {
+    correlation_id: "db-test",
+    actor: "service",
+    role: "service_role",
+    synchronous_commit: "on",
+  });
 });
 
-Deno.test("withTx: durable false commits without waiting for the WAL flush, for that transaction only", async () => {
-  try {
-    const [inside] = await withTx(
-      { ...ctx, durable: false },
-      (tx) => tx`select current_setting('synchronous_commit') as synchronous_commit, pg_backend_pid() as pid`,
-    );
-    assert.equal(inside.synchronous_commit, "off");
-    // The next transaction on the same pooled connection is durable again (the setting was transaction-local).
-    const [after] = await withTx(
-      ctx,
-      (tx) => tx`select current_setting('synchronous_commit') as synchronous_commit, pg_backend_pid() as pid`,
-    );
-    assert.equal(after.synchronous_commit, "on");
-    assert.equal(after.pid, inside.pid, "expected the pool to hand back the same connection");
-  } finally {
-    await closeDb();
-  }
+dbTest("withTx: durable false commits without waiting for the WAL flush, for that transaction only", async () => {
+  const [inside] = await withTx(
+    { ...ctx, durable: false },
+    (tx) => tx`select current_setting('synchronous_commit') as synchronous_commit, pg_backend_pid() as pid`,
+  );
+  assert.equal(inside.synchronous_commit, "off");
+  // The next transaction on the same pooled connection is durable again (the setting was transaction-local).
+  const [after] = await withTx(
+    ctx,
+    (tx) => tx`select current_setting('synchronous_commit') as synchronous_commit, pg_backend_pid() as pid`,
+  );
+  assert.equal(after.synchronous_commit, "on");
+  assert.equal(after.pid, inside.pid, "expected the pool to hand back the same connection");
 });
 
 /** What a committed transaction saw: its synchronous_commit, its xid and the WAL position after its last write. */
@@ -69,12 +62,13 @@ async function assertFlushedOnReturn(commit: () => Promise<Seen>) {
   assert.deepEqual({ ...after }, { flushed: true, status: "committed" });
 }
 
-Deno.test("withTxEarlyRelease: commits without waiting for the flush, and resolves only once the commit is on disk", async () => {
-  try {
+dbTest(
+  "withTxEarlyRelease: commits without waiting for the flush, and resolves only once the commit is on disk",
+  async () => {
     await assertFlushedOnReturn(() =>
       withTxEarlyRelease(ctx, async (tx) => {
         const [row] = await tx`select current_setting('synchronous_commit') as synchronous_commit,
-                                      pg_current_xact_id()::text as xid, pg_current_wal_insert_lsn()::text as lsn`;
+                                    pg_current_xact_id()::text as xid, pg_current_wal_insert_lsn()::text as lsn`;
         return row as unknown as Seen;
       })
     );
@@ -86,50 +80,43 @@ Deno.test("withTxEarlyRelease: commits without waiting for the flush, and resolv
       }),
       /refused/,
     );
-  } finally {
-    await closeDb();
-  }
+  },
+);
+
+dbTest("callOnce: one statement, its own transaction, with the request context set before the call runs", async () => {
+  const seen = await callOnce<Record<string, unknown>>(
+    { ...ctx, claims: { sub: "u-1" } },
+    (sql) =>
+      sql`jsonb_build_object('correlation_id', current_setting('app.correlation_id'),
+                              'actor', current_setting('app.actor'),
+                              'sub', current_setting('request.jwt.claims')::jsonb ->> 'sub',
+                              'synchronous_commit', current_setting('synchronous_commit'))`,
+  );
+  assert.deepEqual(seen, {
+    correlation_id: "db-test",
+    actor: "service",
+    sub: "u-1",
+    synchronous_commit: "on",
+  });
+  // The statement was its transaction: once it returned, its transaction-local settings were gone.
+  const [after] = await db()`select current_setting('app.actor', true) as actor`;
+  assert.ok(!after.actor, `app.actor leaked: ${after.actor}`);
+  // An RLS role cannot apply to a call Postgres has already checked: refused before anything runs.
+  await assert.rejects(callOnce({ ...ctx, role: "authenticated" }, (sql) => sql`1`), /RLS role/);
 });
 
-Deno.test("callOnce: one statement, its own transaction, with the request context set before the call runs", async () => {
-  try {
-    const seen = await callOnce<Record<string, unknown>>(
-      { ...ctx, claims: { sub: "u-1" } },
-      (sql) =>
-        sql`jsonb_build_object('correlation_id', current_setting('app.correlation_id'),
-                                'actor', current_setting('app.actor'),
-                                'sub', current_setting('request.jwt.claims')::jsonb ->> 'sub',
-                                'synchronous_commit', current_setting('synchronous_commit'))`,
-    );
-    assert.deepEqual(seen, {
-      correlation_id: "db-test",
-      actor: "service",
-      sub: "u-1",
-      synchronous_commit: "on",
-    });
-    // The statement was its transaction: once it returned, its transaction-local settings were gone.
-    const [after] = await db()`select current_setting('app.actor', true) as actor`;
-    assert.ok(!after.actor, `app.actor leaked: ${after.actor}`);
-    // An RLS role cannot apply to a call Postgres has already checked: refused before anything runs.
-    await assert.rejects(callOnce({ ...ctx, role: "authenticated" }, (sql) => sql`1`), /RLS role/);
-  } finally {
-    await closeDb();
-  }
-});
-
-Deno.test("callOnceEarlyRelease: commits without waiting for the flush, and resolves only once the commit is on disk", async () => {
-  try {
+dbTest(
+  "callOnceEarlyRelease: commits without waiting for the flush, and resolves only once the commit is on disk",
+  async () => {
     await assertFlushedOnReturn(() =>
       callOnceEarlyRelease<Seen>(
         ctx,
         (sql) =>
           sql`jsonb_build_object('synchronous_commit', current_setting('synchronous_commit'),
-                                  'xid', pg_current_xact_id()::text, 'lsn', pg_current_wal_insert_lsn()::text)`,
+                                'xid', pg_current_xact_id()::text, 'lsn', pg_current_wal_insert_lsn()::text)`,
       )
     );
     // A call that raises is passed through (and, one statement, changed nothing).
     await assert.rejects(callOnceEarlyRelease(ctx, (sql) => sql`1 / 0`), /division by zero/);
-  } finally {
-    await closeDb();
-  }
-});
+  },
+);
