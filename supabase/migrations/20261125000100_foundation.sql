@@ -108,10 +108,10 @@ $$;
 -- Why: early lock release. A stock row's lock is held until its transaction ends, and a synchronous commit ends
 -- only after its WAL flush; so every buyer of one hot product would queue on the disk, one flush each. The edge
 -- functions therefore commit create_order (and payments and cancels) with synchronous_commit off (the lock goes as
--- soon as the commit record is written) and then call this, in a transaction of its own, before they answer. WAL is flushed in order, and this
--- transaction's commit waits for the flush up to its own commit record: when it returns, every earlier commit of
--- the cluster is on disk. A crash in between can only lose a commit nobody was told about. Run it in its own
--- transaction with synchronous_commit on (the default), or it waits for nothing.
+-- soon as the commit record is written) and then call this, in a transaction of its own, before they answer. WAL
+-- is flushed in order, and this transaction's commit waits for the flush up to its own commit record: when it
+-- returns, every earlier commit of the cluster is on disk. A crash in between can only lose a commit nobody was
+-- told about. Run it in its own transaction with synchronous_commit on (the default), or it waits for nothing.
 -- A commit waits for its flush only if the transaction has an xid and wrote WAL (an xid alone does not do it). The
 -- WAL comes from setval on a sequence of its own: logged on every call, it touches no table row (nothing to lock,
 -- nothing to vacuum) and logical decoding (Realtime, replication) does not see it, as it would a logical message.
