@@ -2,6 +2,31 @@
 -- JSON shape shared by every entry point (docs/engine-contract.md, "Order JSON").
 
 -- ============================================================================================================
+-- Domains
+-- ============================================================================================================
+-- Why: the single-value rules of orders and their lines, written once as domains (see
+-- 20261125000200_catalogue.sql): the statuses and payment methods (also used by settings and payment events),
+-- quantities, and the limits on the texts an order carries.
+create domain public.order_status as text check (value in (
+  'awaiting_instore_payment', 'awaiting_payment', 'paid', 'paid_out_of_stock', 'fulfilled', 'cancelled', 'expired'
+));
+comment on domain public.order_status is 'Where an order stands (docs/engine-contract.md, "Order statuses").';
+
+create domain public.payment_method as text check (value in ('sumup', 'stripe'));
+comment on domain public.payment_method is 'sumup: in store, card terminal. stripe: online, Stripe Checkout.';
+
+create domain public.order_quantity as integer check (value between 1 and 1000);
+comment on domain public.order_quantity is 'Units of one product in one order: 1..1000.';
+
+create domain public.idempotency_key as text check (length(value) between 1 and 255);
+create domain public.request_hash as text check (length(value) between 1 and 128);
+create domain public.email_address as text check (length(value) <= 320);
+create domain public.person_name as text check (length(value) <= 200);
+-- a payment provider's id for a checkout or a payment
+create domain public.provider_ref as text check (length(value) <= 255);
+create domain public.web_url as text check (length(value) <= 2048);
+
+-- ============================================================================================================
 -- orders
 -- ============================================================================================================
 -- Why: one row per checkout attempt. Totals are computed by create_order from the catalogue, never taken from
@@ -10,23 +35,21 @@
 -- request_hash tells a true retry from a different request that reuses the key.
 create table public.orders (
   id uuid primary key default gen_random_uuid(),
-  status text not null check (status in (
-    'awaiting_instore_payment', 'awaiting_payment', 'paid', 'paid_out_of_stock', 'fulfilled', 'cancelled', 'expired'
-  )),
-  payment_method text not null check (payment_method in ('sumup', 'stripe')),
-  currency char(3) not null check (currency ~ '^[A-Z]{3}$'),
-  subtotal bigint not null check (subtotal >= 0),
-  tax bigint not null check (tax >= 0),
+  status public.order_status not null,
+  payment_method public.payment_method not null,
+  currency public.currency_code not null,
+  subtotal public.minor_units not null,
+  tax public.minor_units not null,
   total bigint not null,
   refunded_amount bigint not null default 0,
-  idempotency_key text unique check (length(idempotency_key) between 1 and 255),
-  request_hash text check (length(request_hash) between 1 and 128),
+  idempotency_key public.idempotency_key unique,
+  request_hash public.request_hash,
   customer_id uuid,
-  customer_email text check (length(customer_email) <= 320),
-  customer_name text check (length(customer_name) <= 200),
-  provider_checkout_id text check (length(provider_checkout_id) <= 255),
-  checkout_url text check (length(checkout_url) <= 2048),
-  provider_payment_ref text check (length(provider_payment_ref) <= 255),
+  customer_email public.email_address,
+  customer_name public.person_name,
+  provider_checkout_id public.provider_ref,
+  checkout_url public.web_url,
+  provider_payment_ref public.provider_ref,
   reservation_expires_at timestamptz not null,
   created_at timestamptz not null default now(),
   paid_at timestamptz,
@@ -81,11 +104,11 @@ create table public.order_items (
   product_id uuid not null,
   sku text not null,
   name text not null,
-  quantity integer not null check (quantity between 1 and 1000),
-  unit_price bigint not null check (unit_price >= 0),
-  tax_rate_bp integer not null check (tax_rate_bp between 0 and 10000),
+  quantity public.order_quantity not null,
+  unit_price public.minor_units not null,
+  tax_rate_bp public.basis_points not null,
   line_subtotal bigint not null,
-  line_tax bigint not null check (line_tax >= 0),
+  line_tax public.minor_units not null,
   line_total bigint not null,
   primary key (order_id, line_no),
   constraint order_items_one_line_per_product unique (order_id, product_id),

@@ -10,7 +10,7 @@
 -- and the reservation must outlive it, or a payment completed at the session's last second would find its
 -- stock gone: hence >= 31 minutes, 35 by default.
 create table private.settings (
-  payment_method text primary key check (payment_method in ('sumup', 'stripe')),
+  payment_method public.payment_method primary key,
   reservation_ttl interval not null,
   updated_at timestamptz not null default now(),
   constraint settings_ttl_range check (reservation_ttl > interval '0' and reservation_ttl <= interval '1 day'),
@@ -30,6 +30,10 @@ insert into private.settings (payment_method, reservation_ttl) values
 -- ============================================================================================================
 -- reservations
 -- ============================================================================================================
+-- Why: a reservation is active until it closes one way: consumed (paid), released (cancelled) or expired. A
+-- domain, like the other single-value rules (20261125000200_catalogue.sql).
+create domain private.reservation_status as text check (value in ('active', 'consumed', 'released', 'expired'));
+
 -- Why: the units an unpaid order holds at one location. While active they are counted in
 -- stock_levels.reserved; closing one (consumed by payment, released by cancel, expired by time) gives them back
 -- or turns them into a deduction, always with a ledger row. All reservations of an order share its
@@ -44,7 +48,7 @@ create table private.reservations (
   product_id uuid not null,
   location_id smallint not null,
   quantity integer not null check (quantity > 0),
-  status text not null default 'active' check (status in ('active', 'consumed', 'released', 'expired')),
+  status private.reservation_status not null default 'active',
   expires_at timestamptz not null,
   created_at timestamptz not null default now(),
   closed_at timestamptz,

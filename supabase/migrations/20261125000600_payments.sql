@@ -7,7 +7,7 @@
 -- Why: providers deliver webhooks at least once. Recording (provider, event id) in the same transaction as the
 -- event's effect makes a redelivery a no-op: the second insert finds the key and the door skips the effect.
 create table private.payment_events (
-  provider text not null check (provider in ('sumup', 'stripe')),
+  provider public.payment_method not null,
   event_id text not null check (length(event_id) between 1 and 255),
   event_type text,
   order_id uuid,

@@ -54,7 +54,7 @@ select policies_are('public', 'order_items',
 select has_index('private', 'reservations', 'reservations_active_expiry_idx',
   'the sweep has its partial index on active reservations');
 select ok(
-  (select pg_get_indexdef(i.indexrelid) like '%WHERE (status = ''active''::text)%'
+  (select pg_get_indexdef(i.indexrelid) like '%WHERE ((status)::text = ''active''::text)%'
    from pg_index i where i.indexrelid = 'private.reservations_active_expiry_idx'::regclass),
   'reservations_active_expiry_idx covers only active reservations');
 select ok(

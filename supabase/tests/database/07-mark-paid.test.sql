@@ -27,7 +27,7 @@ select is(
   'mark_paid_records: the order is paid, with the provider reference and p_now as paid_at');
 select is(pg_temp.stock(:'p', 'shop'), '3/0', 'mark_paid_deducts: on_hand drops by the quantity sold and the reservation is let go');
 select is(
-  (select array_agg(status) from private.reservations where order_id = :'a'),
+  (select array_agg(status::text) from private.reservations where order_id = :'a'),
   array['consumed'],
   'mark_paid_consumes: the order''s reservation is consumed');
 select is(pg_temp.moves(:'a'), array['reserve 0 2', 'fulfil -2 -2'],

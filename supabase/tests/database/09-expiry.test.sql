@@ -25,7 +25,7 @@ select pg_temp.due(:'t0'::timestamptz + interval '10 minutes') as due10 \gset
 select is(public.expire_reservations(:'t0'::timestamptz + interval '10 minutes'), :due10,
   'expire_before_time: a sweep before expires_at releases none of the order''s reservations');
 select is(
-  (select array_agg(status order by payment_method desc) from public.orders where id in (:'a', :'b')),
+  (select array_agg(status::text order by payment_method desc) from public.orders where id in (:'a', :'b')),
   array['awaiting_instore_payment', 'awaiting_payment'],
   'expire_before_time_orders: both orders still await payment');
 
@@ -103,7 +103,7 @@ select is(public.expire_reservations(:'t0'::timestamptz + interval '20 minutes',
   'expire_batches: a batch size smaller than the backlog still releases everything due, batch after batch');
 reset application_name;
 select is(
-  (select array_agg(distinct o.status) from public.orders o where o.idempotency_key like 'exp-batch-%'),
+  (select array_agg(distinct o.status::text) from public.orders o where o.idempotency_key like 'exp-batch-%'),
   array['expired'],
   'expire_batches_orders: every order of the backlog is expired');
 select is(

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(24);
+select plan(26);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -112,6 +112,15 @@ select throws_ok(
            values (%L, 1, 0, 1, 'reserve')$$, :'p'),
   '23514', null,
   'ledger_reservation_reference: a reserve movement must name its reservation and order');
+select throws_ok(
+  format($$insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, order_id)
+           values (%L, 1, 5, 'restock', gen_random_uuid())$$, :'p'),
+  '23514', null,
+  'ledger_stock_keeping_names_nothing: a restock names no order');
+select lives_ok(
+  format($$insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, note)
+           values (%L, 1, -1, 'adjust', 'counted one fewer')$$, :'p'),
+  'ledger_adjust_either_way: an adjust may take units away');
 
 select * from finish();
 rollback;

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(23);
+select plan(27);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -62,6 +62,21 @@ select throws_ok(format($$update private.reservations set quantity = 0 where ord
 select throws_ok(format($$update private.reservations set status = 'consumed' where order_id = %L$$, :'a'), '23514',
   'new row for relation "reservations" violates check constraint "reservations_closed_has_time"',
   'check_reservation_closed: a closed reservation records when it closed');
+select throws_ok(format($$update private.reservations set status = 'lost', closed_at = now() where order_id = %L$$, :'a'),
+  '23514', 'value for domain private.reservation_status violates check constraint "reservation_status_check"',
+  'check_reservation_status: a reservation is active, consumed, released or expired, nothing else');
+
+-- ---- domains: one rule per kind of value, wherever it is stored ----------------------------------------------------
+select throws_ok(format($$update public.orders set currency = 'eur' where id = %L$$, :'a'), '23514',
+  'value for domain currency_code violates check constraint "currency_code_check"',
+  'domain_currency: an order''s currency follows the same rule as a product''s');
+select throws_ok($$update private.settings set payment_method = 'paypal' where payment_method = 'sumup'$$, '23514',
+  'value for domain payment_method violates check constraint "payment_method_check"',
+  'domain_payment_method: the settings know the same payment methods as orders');
+select throws_ok(format($$update public.order_items set quantity = 1001, line_subtotal = unit_price * 1001,
+                            line_total = unit_price * 1001 + line_tax where order_id = %L$$, :'a'), '23514',
+  'value for domain order_quantity violates check constraint "order_quantity_check"',
+  'domain_order_quantity: a line holds at most 1000 units');
 
 -- ---- referenced rows stay (order lines, reservations and the ledger name them without foreign keys) ----------------
 select throws_ok(format($$delete from public.products where id = %L$$, :'p'), '23001',
