@@ -4,7 +4,7 @@
  * statement carrying the request context.
  */
 import assert from "node:assert/strict";
-import { callOnce, callOnceEarlyRelease, db, withTx, withTxEarlyRelease } from "../_shared/db.ts";
+import { callOnce, callOnceEarlyRelease, db, flushStartedFromNow, withTx, withTxEarlyRelease } from "../_shared/db.ts";
 import { dbTest } from "./support/shop.ts";
 
 const ctx = { correlationId: "db-test", actor: "service" };
@@ -118,5 +118,28 @@ dbTest(
     );
     // A call that raises is passed through (and, one statement, changed nothing).
     await assert.rejects(callOnceEarlyRelease(ctx, (sql) => sql`1 / 0`), /division by zero/);
+  },
+);
+
+dbTest(
+  "early release at once: every call is on disk when they resolve, and the calls share their flush waits",
+  async () => {
+    const calls = 16;
+    const before = flushStartedFromNow.started;
+    const seen = await Promise.all(Array.from({ length: calls }, () =>
+      callOnceEarlyRelease<Seen>(
+        ctx,
+        (sql) =>
+          sql`jsonb_build_object('synchronous_commit', current_setting('synchronous_commit'),
+                              'xid', pg_current_xact_id()::text, 'lsn', pg_current_wal_insert_lsn()::text)`,
+      )));
+    const waits = flushStartedFromNow.started - before;
+    const [after] = await db()`select bool_and(pg_current_wal_flush_lsn() >= l::pg_lsn) as flushed,
+                                    count(*) filter (where pg_xact_status(x::xid8) = 'committed')::int as committed
+                             from unnest(${seen.map((s) => s.lsn)}::text[], ${
+      seen.map((s) => s.xid)
+    }::text[]) as c (l, x)`;
+    assert.deepEqual({ ...after }, { flushed: true, committed: calls });
+    assert.ok(waits >= 1 && waits < calls, `expected the ${calls} calls to share flush waits, got ${waits} waits`);
   },
 );
