@@ -28,6 +28,19 @@ interface Run {
   per_second: number;
   p50_ms: number;
   p99_ms: number;
+  /** Machine CPU time (all cores, busy = not idle nor iowait, /proc/stat) per counted transaction, in ms. */
+  cpu_ms?: number;
+}
+
+/** Busy CPU time of the whole machine so far, in ms (Linux /proc/stat; undefined elsewhere). */
+async function busyCpuMs(): Promise<number | undefined> {
+  try {
+    const cpu = (await Deno.readTextFile("/proc/stat")).split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, _idle, _iowait, irq, softirq, steal] = cpu;
+    return (user + nice + system + irq + softirq + steal) * 10; // USER_HZ = 100 on Linux
+  } catch {
+    return undefined;
+  }
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -40,6 +53,7 @@ async function pgbench(name: string, script: string, n = clients): Promise<Run> 
   progress(`${name}: pgbench, ${n} clients, ${seconds}s`);
   await sql`checkpoint`; // every timed run starts from the same state (see sweep)
   const dir = await Deno.makeTempDir({ prefix: "stockhold-bench-" });
+  const cpuBefore = await busyCpuMs();
   await Deno.writeTextFile(`${dir}/script.sql`, script);
   const out = await new Deno.Command("pgbench", {
     args: [
@@ -62,6 +76,7 @@ async function pgbench(name: string, script: string, n = clients): Promise<Run> 
     stdout: "piped",
     stderr: "piped",
   }).output();
+  const cpuAfter = await busyCpuMs();
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) throw new Error(`pgbench failed for ${name}: ${new TextDecoder().decode(out.stderr)}`);
   const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(text)?.[1] ?? NaN);
@@ -74,7 +89,11 @@ async function pgbench(name: string, script: string, n = clients): Promise<Run> 
     }
   }
   await Deno.remove(dir, { recursive: true });
-  return summary(name, n, latencies, tps);
+  const run = summary(name, n, latencies, tps);
+  if (cpuBefore !== undefined && cpuAfter !== undefined && run.count > 0) {
+    run.cpu_ms = round((cpuAfter - cpuBefore) / run.count);
+  }
+  return run;
 }
 
 /** A run's row: its throughput and the p50/p99 of its latencies (ms). */
@@ -223,6 +242,7 @@ async function httpRun(): Promise<Run> {
   const pids = (await sql`select id from bench.pids order by n`).map((r) => r.id as string);
   const latencies: number[] = [];
   let errors = 0;
+  const cpuBefore = await busyCpuMs();
   const until = performance.now() + seconds * 1000;
   await Promise.all(Array.from({ length: httpClients }, async () => {
     while (performance.now() < until) {
@@ -244,9 +264,14 @@ async function httpRun(): Promise<Run> {
       else errors++;
     }
   }));
+  const cpuAfter = await busyCpuMs();
   await gw.stop();
   if (errors) progress(`orders-create over HTTP: ${errors} non-201 answers`);
-  return summary("orders-create over HTTP", httpClients, latencies, latencies.length / seconds);
+  const run = summary("orders-create over HTTP", httpClients, latencies, latencies.length / seconds);
+  if (cpuBefore !== undefined && cpuAfter !== undefined && run.count > 0) {
+    run.cpu_ms = round((cpuAfter - cpuBefore) / run.count);
+  }
+  return run;
 }
 
 /**
@@ -292,11 +317,11 @@ function print(r: Awaited<ReturnType<typeof Object>>) {
     & { ratio_to_limit?: number }
   )[];
   console.log(`\nstockhold bench — ${r.machine}; ${r.postgres.split(",")[0]}; ${r.seconds_per_run}s per run\n`);
-  console.log("| run | clients | count | per second | p50 ms | p99 ms | ratio to limit |");
-  console.log("|---|---:|---:|---:|---:|---:|---:|");
+  console.log("| run | clients | count | per second | p50 ms | p99 ms | CPU ms per tx | ratio to limit |");
+  console.log("|---|---:|---:|---:|---:|---:|---:|---:|");
   for (const x of rows) {
     console.log(
-      `| ${x.name} | ${x.clients} | ${x.count} | ${x.per_second} | ${x.p50_ms} | ${x.p99_ms} | ${
+      `| ${x.name} | ${x.clients} | ${x.count} | ${x.per_second} | ${x.p50_ms} | ${x.p99_ms} | ${x.cpu_ms ?? "-"} | ${
         x.ratio_to_limit ?? 1
       } |`,
     );

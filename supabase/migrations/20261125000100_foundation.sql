@@ -112,9 +112,10 @@ $$;
 -- is flushed in order, and this transaction's commit waits for the flush up to its own commit record: when it
 -- returns, every earlier commit of the cluster is on disk. A crash in between can only lose a commit nobody was
 -- told about. Run it in its own transaction with synchronous_commit on (the default), or it waits for nothing.
--- A commit waits for its flush only if the transaction has an xid and wrote WAL (an xid alone does not do it). The
--- WAL comes from setval on a sequence of its own: logged on every call, it touches no table row (nothing to lock,
--- nothing to vacuum) and logical decoding (Realtime, replication) does not see it, as it would a logical message.
+-- A commit waits for its flush only if the transaction has an xid and wrote WAL (an xid alone does not do it).
+-- setval on a sequence of its own does both: it takes an xid and is logged on every call, it touches no table row
+-- (nothing to lock, nothing to vacuum), and logical decoding (Realtime, replication) does not see it, as it would
+-- a logical message.
 -- Security definer: the sequence is private.
 create sequence private.wait_for_flush_seq;
 revoke all on sequence private.wait_for_flush_seq from public, anon, authenticated, service_role;
@@ -127,7 +128,6 @@ security definer
 set search_path = ''
 as $$
 begin
-  perform pg_catalog.pg_current_xact_id();
   perform pg_catalog.setval('private.wait_for_flush_seq'::regclass, 1);
 end
 $$;
