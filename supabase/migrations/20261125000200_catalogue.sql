@@ -17,6 +17,11 @@ comment on domain public.currency_code is 'ISO 4217 currency code: three capital
 create domain public.minor_units as bigint check (value >= 0);
 comment on domain public.minor_units is 'A non-negative amount of money in minor units (cents) of its row''s currency.';
 
+-- Why: a count of units on a shelf or held back for buyers is never negative: whatever the code does, a deduction
+-- or a release below zero aborts its transaction.
+create domain public.unit_count as integer check (value >= 0);
+comment on domain public.unit_count is 'A number of units, never negative.';
+
 -- Why: tax rates in basis points (1900 = 19 %), from 0 to 100 %.
 create domain public.basis_points as integer check (value between 0 and 10000);
 comment on domain public.basis_points is 'A rate in basis points: 0..10000 (1900 = 19 %).';
@@ -131,18 +136,16 @@ insert into private.locations (id, code, name, instore_priority, online_priority
 -- Stock levels
 -- ============================================================================================================
 -- Why: the cached figure every sale checks and locks. on_hand is what physically sits at the location,
--- reserved what active reservations hold back; available = on_hand - reserved. The CHECKs make overselling
--- impossible whatever the code does: a reservation beyond on_hand, or a deduction below zero, aborts the
--- transaction. Only engine functions change these rows, always together with a stock_movements row.
+-- reserved what active reservations hold back; available = on_hand - reserved. The unit_count domain and the
+-- CHECK make overselling impossible whatever the code does: a reservation beyond on_hand, or a deduction below
+-- zero, aborts the transaction. Only engine functions change these rows, always together with a stock_movements row.
 create table private.stock_levels (
   product_id uuid not null references public.products (id),
   location_id smallint not null references private.locations (id),
-  on_hand integer not null default 0,
-  reserved integer not null default 0,
+  on_hand public.unit_count not null default 0,
+  reserved public.unit_count not null default 0,
   updated_at timestamptz not null default now(),
   primary key (product_id, location_id),
-  constraint stock_levels_on_hand_not_negative check (on_hand >= 0),
-  constraint stock_levels_reserved_not_negative check (reserved >= 0),
   constraint stock_levels_reserved_within_on_hand check (reserved <= on_hand)
 );
 comment on table private.stock_levels is

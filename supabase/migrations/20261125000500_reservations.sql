@@ -47,7 +47,8 @@ create table private.reservations (
   order_id uuid not null references public.orders (id),
   product_id uuid not null,
   location_id smallint not null,
-  quantity integer not null check (quantity > 0),
+  -- (part or all of one order line's units)
+  quantity public.order_quantity not null,
   status private.reservation_status not null default 'active',
   expires_at timestamptz not null,
   created_at timestamptz not null default now(),

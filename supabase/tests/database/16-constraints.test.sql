@@ -13,10 +13,10 @@ select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'p',
 
 -- ---- stock_levels ----------------------------------------------------------------------------------------------
 select throws_ok(format($$update private.stock_levels set on_hand = -1, reserved = 0 where product_id = %L$$, :'p'),
-  '23514', 'new row for relation "stock_levels" violates check constraint "stock_levels_on_hand_not_negative"',
+  '23514', 'value for domain unit_count violates check constraint "unit_count_check"',
   'check_on_hand: on_hand can never be negative');
 select throws_ok(format($$update private.stock_levels set reserved = -1 where product_id = %L$$, :'p'),
-  '23514', 'new row for relation "stock_levels" violates check constraint "stock_levels_reserved_not_negative"',
+  '23514', 'value for domain unit_count violates check constraint "unit_count_check"',
   'check_reserved: reserved can never be negative');
 select throws_ok(format($$update private.stock_levels set reserved = on_hand + 1 where product_id = %L$$, :'p'),
   '23514', 'new row for relation "stock_levels" violates check constraint "stock_levels_reserved_within_on_hand"',

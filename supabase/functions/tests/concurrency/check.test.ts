@@ -97,11 +97,11 @@ test("checker: on_hand that differs from the ledger is reported", async (sql) =>
   assert.match(problems[0].message, /stored on_hand 10 \/ reserved 1, ledger sums 15 \/ 1/);
 });
 
-test("checker: negative stock is reported (with the table's CHECK dropped inside the transaction)", async (sql) => {
+test("checker: negative stock is reported (with the domain's and the table's CHECKs dropped inside the transaction)", async (sql) => {
   const { a, ids } = await shop(sql);
   const problems = await problemsAfter(sql, ids, async (tx) => {
-    await tx`alter table private.stock_levels drop constraint stock_levels_on_hand_not_negative,
-             drop constraint stock_levels_reserved_within_on_hand`;
+    await tx`alter domain public.unit_count drop constraint unit_count_check`;
+    await tx`alter table private.stock_levels drop constraint stock_levels_reserved_within_on_hand`;
     await tx`update private.stock_levels set on_hand = -1 where product_id = ${a.id}::uuid and location_id = 1`;
   });
   assert.ok(invariants(problems).includes("stock_bounds"), JSON.stringify(problems));
