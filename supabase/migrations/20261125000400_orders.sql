@@ -10,7 +10,7 @@
 create domain public.order_status as text check (value in (
   'awaiting_instore_payment', 'awaiting_payment', 'paid', 'paid_out_of_stock', 'fulfilled', 'cancelled', 'expired'
 ));
-comment on domain public.order_status is 'Where an order stands (docs/engine-contract.md, "Order statuses").';
+comment on domain public.order_status is 'Where an order stands (docs/engine-contract.md, "Order JSON").';
 
 create domain public.payment_method as text check (value in ('sumup', 'stripe'));
 comment on domain public.payment_method is 'sumup: in store, card terminal. stripe: online, Stripe Checkout.';

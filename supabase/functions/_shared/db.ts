@@ -113,10 +113,9 @@ export async function callOnce<T>(ctx: TxContext, call: (sql: Sql) => Fragment):
  * Early lock release: the commit does not wait for its WAL flush, so the rows the transaction locked are free as
  * soon as the commit record is written instead of after the disk has answered; then a second, tiny transaction
  * (public.wait_for_flush, shared with the requests that commit meanwhile: flushStartedFromNow) waits until that
- * commit is on disk. Resolves only then, so nothing is answered that a
- * crash could take back. A hot product's stock row is held by each buyer from its UPDATE to its commit, and a
- * flush inside that window made every buyer queue on the disk (BENCHMARKS.md). When the call throws nothing is
- * waited for: a refusal changed nothing.
+ * commit is on disk. Resolves only then, so nothing is answered that a crash could take back. A hot product's stock
+ * row is held by each buyer from its UPDATE to its commit, and a flush inside that window made every buyer queue on
+ * the disk (BENCHMARKS.md). When the call throws nothing is waited for: a refusal changed nothing.
  */
 export async function withTxEarlyRelease<T>(ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
   return await flushed(withTx({ ...ctx, durable: false }, fn));
