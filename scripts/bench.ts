@@ -89,17 +89,20 @@ async function pgbench(name: string, script: string, n = clients): Promise<Run> 
     }
   }
   await Deno.remove(dir, { recursive: true });
-  const run = summary(name, n, latencies, tps);
-  if (cpuBefore !== undefined && cpuAfter !== undefined && run.count > 0) {
-    run.cpu_ms = round((cpuAfter - cpuBefore) / run.count);
-  }
-  return run;
+  return summary(name, n, latencies, tps, { before: cpuBefore, after: cpuAfter });
 }
 
-/** A run's row: its throughput and the p50/p99 of its latencies (ms). */
-function summary(name: string, clients: number, latencies: number[], perSecond: number): Run {
+/** A run's row: its throughput, the p50/p99 of its latencies (ms) and, given the machine's busy CPU ms before and
+ * after, the CPU per counted transaction. */
+function summary(
+  name: string,
+  clients: number,
+  latencies: number[],
+  perSecond: number,
+  busyMs: { before?: number; after?: number } = {},
+): Run {
   latencies.sort((a, b) => a - b);
-  return {
+  const run: Run = {
     name,
     clients,
     count: latencies.length,
@@ -107,6 +110,10 @@ function summary(name: string, clients: number, latencies: number[], perSecond: 
     p50_ms: round(percentile(latencies, 50)),
     p99_ms: round(percentile(latencies, 99)),
   };
+  if (busyMs.before !== undefined && busyMs.after !== undefined && run.count > 0) {
+    run.cpu_ms = round((busyMs.after - busyMs.before) / run.count);
+  }
+  return run;
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
@@ -267,11 +274,10 @@ async function httpRun(): Promise<Run> {
   const cpuAfter = await busyCpuMs();
   await gw.stop();
   if (errors) progress(`orders-create over HTTP: ${errors} non-201 answers`);
-  const run = summary("orders-create over HTTP", httpClients, latencies, latencies.length / seconds);
-  if (cpuBefore !== undefined && cpuAfter !== undefined && run.count > 0) {
-    run.cpu_ms = round((cpuAfter - cpuBefore) / run.count);
-  }
-  return run;
+  return summary("orders-create over HTTP", httpClients, latencies, latencies.length / seconds, {
+    before: cpuBefore,
+    after: cpuAfter,
+  });
 }
 
 /**
