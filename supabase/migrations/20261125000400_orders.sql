@@ -18,7 +18,8 @@ comment on domain public.payment_method is 'sumup: in store, card terminal. stri
 create domain public.order_quantity as integer check (value between 1 and 1000);
 comment on domain public.order_quantity is 'Units of one product in one order: 1..1000.';
 
-create domain public.idempotency_key as text check (length(value) between 1 and 255);
+-- (collation "C": a key is opaque bytes, compared bytewise in the unique index, not by a language's rules)
+create domain public.idempotency_key as text collate "C" check (length(value) between 1 and 255);
 create domain public.request_hash as text check (length(value) between 1 and 128);
 create domain public.email_address as text check (length(value) <= 320);
 create domain public.person_name as text check (length(value) <= 200);
@@ -220,6 +221,9 @@ create trigger orders_status_changed
 -- ============================================================================================================
 -- Why: the read path for customers and staff. Security invoker: the orders and order_items policies decide,
 -- so a stranger's order (or any order, for anon) comes back as null, indistinguishable from a missing one.
+-- It is also the one shape of every engine entry point that returns an order (create_order, mark_paid,
+-- cancel_order, ...): called from them, which run as the tables' owner, it sees every order (RLS binds only the
+-- API roles that call get_order directly).
 -- PL/pgSQL rather than SQL: a SQL function with SET search_path is never inlined and sets its query up again on
 -- every call (~0.2 ms, the largest single step of a create_order, which returns this shape); PL/pgSQL keeps the
 -- plan for the session (~0.05 ms).
@@ -230,67 +234,57 @@ stable
 security invoker
 set search_path = ''
 as $$
+declare
+  v_order jsonb;
 begin
-  return (
-    select jsonb_build_object(
-      'id', o.id,
-      'status', o.status,
-      'payment_method', o.payment_method,
-      'currency', o.currency,
-      'subtotal', o.subtotal,
-      'tax', o.tax,
-      'total', o.total,
-      'refunded_amount', o.refunded_amount,
-      'customer_id', o.customer_id,
-      'customer_email', o.customer_email,
-      'customer_name', o.customer_name,
-      'provider_checkout_id', o.provider_checkout_id,
-      'checkout_url', o.checkout_url,
-      'provider_payment_ref', o.provider_payment_ref,
-      'created_at', o.created_at,
-      'paid_at', o.paid_at,
-      'cancelled_at', o.cancelled_at,
-      'expired_at', o.expired_at,
-      'fulfilled_at', o.fulfilled_at,
-      'reservation_expires_at', o.reservation_expires_at,
-      'items', coalesce((
-        select jsonb_agg(jsonb_build_object(
-          'product_id', i.product_id,
-          'sku', i.sku,
-          'name', i.name,
-          'quantity', i.quantity,
-          'unit_price', i.unit_price,
-          'tax_rate_bp', i.tax_rate_bp,
-          'line_subtotal', i.line_subtotal,
-          'line_tax', i.line_tax,
-          'line_total', i.line_total
-        ) order by i.line_no)
-        from public.order_items i
-        where i.order_id = o.id
-      ), '[]'::jsonb)
-    )
-    from public.orders o
-    where o.id = p_order_id
-  );
+  select jsonb_build_object(
+           'id', o.id,
+           'status', o.status,
+           'payment_method', o.payment_method,
+           'currency', o.currency,
+           'subtotal', o.subtotal,
+           'tax', o.tax,
+           'total', o.total,
+           'refunded_amount', o.refunded_amount,
+           'customer_id', o.customer_id,
+           'customer_email', o.customer_email,
+           'customer_name', o.customer_name,
+           'provider_checkout_id', o.provider_checkout_id,
+           'checkout_url', o.checkout_url,
+           'provider_payment_ref', o.provider_payment_ref,
+           'created_at', o.created_at,
+           'paid_at', o.paid_at,
+           'cancelled_at', o.cancelled_at,
+           'expired_at', o.expired_at,
+           'fulfilled_at', o.fulfilled_at,
+           'reservation_expires_at', o.reservation_expires_at,
+           -- (an ARRAY sub-select read in line order from the primary key: no aggregate and no sort to set up)
+           'items', to_jsonb(array(
+             select jsonb_build_object(
+                      'product_id', i.product_id,
+                      'sku', i.sku,
+                      'name', i.name,
+                      'quantity', i.quantity,
+                      'unit_price', i.unit_price,
+                      'tax_rate_bp', i.tax_rate_bp,
+                      'line_subtotal', i.line_subtotal,
+                      'line_tax', i.line_tax,
+                      'line_total', i.line_total
+                    )
+             from public.order_items i
+             where i.order_id = o.id
+             order by i.line_no
+           ))
+         )
+  into v_order
+  from public.orders o
+  where o.id = p_order_id;
+  return v_order;
 end
 $$;
 
 revoke all on function public.get_order(uuid) from public, anon, authenticated, service_role;
 grant execute on function public.get_order(uuid) to anon, authenticated, service_role;
-
--- Why: one shape for every entry point that returns an order (create_order, mark_paid, cancel_order, ...).
--- The shape itself is get_order's; called from the engine's functions, which run as the tables' owner, it
--- sees every order (RLS binds only the API roles that call get_order directly).
-create function private.order_json(p_order_id uuid)
-returns jsonb
-language plpgsql
-stable
-set search_path = ''
-as $$
-begin
-  return public.get_order(p_order_id);
-end
-$$;
 
 -- ============================================================================================================
 -- lock_order

@@ -377,7 +377,7 @@ begin
     select o.id, o.request_hash into v_existing from public.orders o where o.idempotency_key = v_key;
     if found then
       if v_existing.request_hash = v_hash then
-        return jsonb_build_object('order', private.order_json(v_existing.id), 'replayed', true);
+        return jsonb_build_object('order', public.get_order(v_existing.id), 'replayed', true);
       end if;
       raise exception using errcode = 'SH422',
         message = 'idempotency_key_reused: this idempotency key was used for a different request';
@@ -506,13 +506,13 @@ begin
     -- (ON CONFLICT waited for it). Answer as the replay we now are.
     select o.id, o.request_hash into v_existing from public.orders o where o.idempotency_key = v_key;
     if v_existing.request_hash = v_hash then
-      return jsonb_build_object('order', private.order_json(v_existing.id), 'replayed', true);
+      return jsonb_build_object('order', public.get_order(v_existing.id), 'replayed', true);
     end if;
     raise exception using errcode = 'SH422',
       message = 'idempotency_key_reused: this idempotency key was used for a different request';
   end if;
 
-  v_order := private.order_json(v_order_id);
+  v_order := public.get_order(v_order_id);
 
   -- 5a. the fast path: allocate from an unlocked read (as reserve_stock does under the lock), write the
   -- reservations and their ledger rows, then take the stock rows last, each with a conditional UPDATE.
@@ -624,7 +624,7 @@ begin
   set provider_checkout_id = p_checkout_id, checkout_url = p_checkout_url
   where o.id = p_order_id;
 
-  return private.order_json(p_order_id);
+  return public.get_order(p_order_id);
 end
 $$;
 
@@ -659,10 +659,10 @@ declare
 begin
   v_order := private.lock_order(p_order_id);
   if v_order.status = 'cancelled' then
-    return jsonb_build_object('result', 'already_cancelled', 'order', private.order_json(p_order_id));
+    return jsonb_build_object('result', 'already_cancelled', 'order', public.get_order(p_order_id));
   end if;
   if p_keep_if_checkout and v_order.provider_checkout_id is not null then
-    return jsonb_build_object('result', 'kept_checkout', 'order', private.order_json(p_order_id));
+    return jsonb_build_object('result', 'kept_checkout', 'order', public.get_order(p_order_id));
   end if;
   if v_order.status not in ('awaiting_instore_payment', 'awaiting_payment', 'expired') then
     raise exception using errcode = 'SH410',
@@ -691,7 +691,7 @@ begin
   where o.id = p_order_id and o.status = v_order.status;
   perform private.set_status_reason(null);
 
-  return jsonb_build_object('result', 'cancelled', 'order', private.order_json(p_order_id));
+  return jsonb_build_object('result', 'cancelled', 'order', public.get_order(p_order_id));
 end
 $$;
 

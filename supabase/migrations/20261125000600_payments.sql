@@ -177,7 +177,7 @@ begin
   end if;
 
   if v_order.status in ('paid', 'paid_out_of_stock', 'fulfilled') then
-    return jsonb_build_object('result', 'already_paid', 'order', private.order_json(p_order_id));
+    return jsonb_build_object('result', 'already_paid', 'order', public.get_order(p_order_id));
   end if;
 
   -- Providers write currencies in lower case (Stripe: "eur"); the order keeps ISO upper case.
@@ -187,7 +187,7 @@ begin
             format('amount_mismatch: expected %s %s, got %s %s (%s %s)', v_order.total, v_order.currency,
                    coalesce(p_amount::text, 'null'), coalesce(upper(p_currency), 'null'),
                    p_provider, coalesce(p_provider_ref, 'no reference')));
-    return jsonb_build_object('result', 'amount_mismatch', 'order', private.order_json(p_order_id));
+    return jsonb_build_object('result', 'amount_mismatch', 'order', public.get_order(p_order_id));
   end if;
 
   v_result := case when private.take_order_stock(p_order_id, v_order.payment_method, p_now) is null
@@ -199,7 +199,7 @@ begin
   where o.id = p_order_id and o.status = v_order.status;
   perform private.set_status_reason(null);
 
-  return jsonb_build_object('result', v_result, 'order', private.order_json(p_order_id));
+  return jsonb_build_object('result', v_result, 'order', public.get_order(p_order_id));
 end
 $$;
 
@@ -226,7 +226,7 @@ declare
 begin
   v_order := private.lock_order(p_order_id);
   if v_order.status in ('paid', 'fulfilled') then
-    return jsonb_build_object('result', 'already_allocated', 'order', private.order_json(p_order_id));
+    return jsonb_build_object('result', 'already_allocated', 'order', public.get_order(p_order_id));
   end if;
   -- (a free order, total 0, has nothing to refund: it is never "refunded in full")
   v_refunded := v_order.total > 0 and v_order.refunded_amount >= v_order.total;
@@ -244,7 +244,7 @@ begin
   update public.orders o set status = 'paid' where o.id = p_order_id and o.status = 'paid_out_of_stock';
   perform private.set_status_reason(null);
 
-  return jsonb_build_object('result', 'allocated', 'order', private.order_json(p_order_id));
+  return jsonb_build_object('result', 'allocated', 'order', public.get_order(p_order_id));
 end
 $$;
 
@@ -298,7 +298,7 @@ begin
                    p_refunded_total, coalesce(p_provider_ref, 'no reference')));
   end if;
 
-  return private.order_json(p_order_id);
+  return public.get_order(p_order_id);
 end
 $$;
 
@@ -350,7 +350,7 @@ declare
 begin
   v_order := private.lock_order(p_order_id);
   if v_order.status = 'fulfilled' then
-    return jsonb_build_object('result', 'already_fulfilled', 'order', private.order_json(p_order_id));
+    return jsonb_build_object('result', 'already_fulfilled', 'order', public.get_order(p_order_id));
   end if;
   if v_order.status <> 'paid' then
     raise exception using errcode = 'SH410',
@@ -364,7 +364,7 @@ begin
   where o.id = p_order_id and o.status = 'paid';
   perform private.set_status_reason(null);
 
-  return jsonb_build_object('result', 'fulfilled', 'order', private.order_json(p_order_id));
+  return jsonb_build_object('result', 'fulfilled', 'order', public.get_order(p_order_id));
 end
 $$;
 

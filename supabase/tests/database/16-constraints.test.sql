@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(27);
+select plan(28);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -77,6 +77,11 @@ select throws_ok(format($$update public.order_items set quantity = 1001, line_su
                             line_total = unit_price * 1001 + line_tax where order_id = %L$$, :'a'), '23514',
   'value for domain order_quantity violates check constraint "order_quantity_check"',
   'domain_order_quantity: a line holds at most 1000 units');
+select is(
+  (select c.collname::text from pg_type t join pg_collation c on c.oid = t.typcollation
+   where t.oid = 'public.idempotency_key'::regtype),
+  'C',
+  'domain_idempotency_key: keys compare bytewise (collation "C"), whatever the database''s locale');
 
 -- ---- referenced rows stay (order lines, reservations and the ledger name them without foreign keys) ----------------
 select throws_ok(format($$delete from public.products where id = %L$$, :'p'), '23001',
