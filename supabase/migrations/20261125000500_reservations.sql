@@ -525,14 +525,19 @@ begin
          array_agg(t.quantity order by t.product_id, t.location_id),
          -- every line covered in full, and no lapsed reservation waiting on these products for exact expiry
          coalesce(sum(t.quantity), 0) = (select sum(q) from unnest(v_quantities) q)
-           -- (the earliest active expiry per product, through the index: written as EXISTS over = ANY, the cached
-           -- generic plan chose a sequential scan of all reservations, ~3 ms per order on a busy product)
+           -- (the earliest active expiry per product, read from reservations_active_product_idx. Written as EXISTS
+           -- over = ANY, the cached generic plan chose a sequential scan of all reservations, ~3 ms per order on a
+           -- busy product. Written with product_id = p.id and ORDER BY expires_at, it could walk
+           -- reservations_active_expiry_idx filtering on the product instead: once the statistics said one product
+           -- held most reservations (a flash sale), every order of any other product read all of them, ~50 ms each.
+           -- The product is therefore a range of one value, not an equality the planner folds away, and the order
+           -- is the product index's own (product_id, expires_at): no other path gives it without sorting.)
            and not exists (select 1
                            from unnest(v_product_ids) as p (id)
                            cross join lateral (
                              select r.expires_at from private.reservations r
-                             where r.product_id = p.id and r.status = 'active'
-                             order by r.expires_at
+                             where r.product_id >= p.id and r.product_id <= p.id and r.status = 'active'
+                             order by r.product_id, r.expires_at
                              limit 1
                            ) first_expiry
                            where first_expiry.expires_at <= p_now)
