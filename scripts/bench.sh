@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run bench`: builds a fresh benchmark cluster (port $BENCH_DB_PORT, fsync on, as in production) from the
 # migrations and runs scripts/bench.ts, which prints a table and writes bench/results/latest.json.
-# Knobs: BENCH_CLIENTS (default 8), BENCH_SECONDS per SQL run (10), BENCH_HTTP_CLIENTS (50), BENCH_SWEEP_SIZES (10000,100000).
+# Knobs: BENCH_CLIENTS (default 8), BENCH_SECONDS per SQL run (10), BENCH_HTTP_CLIENTS (50), BENCH_SWEEP_SIZES (10000,100000),
+# BENCH_ROUNDS (3: back-to-back pairs of the limit and the hot product, and runs of the largest sweep).
 export STACK_NAME=bench
 export DB_PORT="${BENCH_DB_PORT:-54342}"
 . "$(dirname "$0")/lib.sh"
