@@ -53,9 +53,9 @@ interface Pair {
   ratio: number;
 }
 
-/** The pair whose ratio is the median (the lower middle one for an even count). */
-function medianPair(pairs: Pair[]): Pair {
-  const sorted = [...pairs].sort((a, b) => a.ratio - b.ratio);
+/** The item whose `by` is the median (the lower middle one for an even count). */
+function medianBy<T>(items: T[], by: (item: T) => number): T {
+  const sorted = [...items].sort((a, b) => by(a) - by(b));
   return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
@@ -176,7 +176,7 @@ async function main() {
     pairs.push({ limit: pairLimit, hot: pairHot, ratio: round(pairHot.per_second / pairLimit.per_second) });
   }
   // the pair with the median ratio stands for the run; every pair is in the JSON
-  const { limit, hot } = medianPair(pairs);
+  const { limit, hot } = medianBy(pairs, (p) => p.ratio);
   const hotDurable = await pgbench(
     "create_order, one hot product, lock held through the flush",
     orderCall(`'${hotId}'`, "durable"),
@@ -204,11 +204,11 @@ async function main() {
     const timed = [];
     for (let r = 1; r <= (last ? rounds : 1); r++) timed.push(await sweep(size));
     // the largest size, timed `rounds` times: its median run, with the range
-    timed.sort((a, b) => a.seconds - b.seconds);
-    const median = timed[Math.floor((timed.length - 1) / 2)];
+    const median = medianBy(timed, (t) => t.seconds);
+    const times = timed.map((t) => t.seconds);
     sweeps.push(
       timed.length > 1
-        ? { ...median, rounds: timed.length, seconds_min: timed[0].seconds, seconds_max: timed.at(-1)!.seconds }
+        ? { ...median, rounds: timed.length, seconds_min: Math.min(...times), seconds_max: Math.max(...times) }
         : median,
     );
   }
