@@ -1,7 +1,8 @@
 /**
  * The invariant checker: reads a stockhold database and reports every broken invariant of ARCHITECTURE.md
  * ("Invariants the tests hold") that can be seen in the data at rest: stock never negative nor over-reserved
- * (1); cached stock equal to its ledger and to the active reservations (2); each order paid at most once and
+ * (1); cached stock equal to its ledger and to the active reservations, and no active reservation expiring before
+ * its stock row's next_expiry (2); each order paid at most once and
  * deducted exactly once (3); reservations consistent with their orders, orders whole (no half-written order);
  * and the API roles' privileges (6). Invariants 4 and 5 are about requests, not rows: the suites test them.
  * The concurrency, fault and end-to-end suites call {@link checkInvariants} after they have run; operators run
@@ -111,6 +112,27 @@ export const CHECKS: Check[] = [
       left join private.locations l on l.id = k.location_id
       where coalesce(v.reserved, 0) <> coalesce(h.qty, 0) or v.product_id is null
       order by 1`,
+  },
+  {
+    invariant: "next_expiry_bounds_reservations",
+    rule: "no active reservation expires before its stock row's next_expiry (sales read that bound instead of the " +
+      "reservations to know that nothing on the row has lapsed)",
+    query: (sql, scope) =>
+      sql`
+      with first as (
+        select r.product_id, r.location_id, min(r.expires_at) as first_expiry
+        from private.reservations r
+        where r.status = 'active' and (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
+        group by 1, 2
+      )
+      select format('%s at %s: next_expiry %s, but an active reservation expires at %s', p.sku, l.code,
+                    s.next_expiry, f.first_expiry) as detail
+      from first f
+      join private.stock_levels s on s.product_id = f.product_id and s.location_id = f.location_id
+      join public.products p on p.id = s.product_id
+      join private.locations l on l.id = s.location_id
+      where f.first_expiry < s.next_expiry
+      order by p.sku, l.code`,
   },
   {
     invariant: "stock_equals_ledger",

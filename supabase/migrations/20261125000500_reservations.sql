@@ -133,23 +133,36 @@ $$;
 -- ============================================================================================================
 -- expire_lapsed_on
 -- ============================================================================================================
--- Why: exact expiry without waiting for the sweep. A rule that has just locked the stock rows of some products
+-- Why: exact expiry without waiting for the sweep. A rule that has just locked every stock row of some products
 -- first expires the active reservations on them whose time has passed, so their units are free for this sale.
 -- SKIP LOCKED: a lapsed reservation held by someone else (the sweep, a payment) is theirs to close; waiting
 -- for it while holding stock rows could deadlock. p_except_order keeps the caller's own reservations.
+-- Only products with a stock row whose next_expiry has come are looked at (on the others nothing can have lapsed);
+-- for those, next_expiry is then raised to the earliest expiry still active on the product (the caller holds every
+-- row of it, so no reservation can open on them meanwhile; one opened by a create_order still waiting for a row
+-- lowers it again in its own UPDATE), so the sales after this one take the fast path again.
 create function private.expire_lapsed_on(p_product_ids uuid[], p_now timestamptz, p_except_order uuid default null)
 returns integer
 language plpgsql
 set search_path = ''
 as $$
 declare
+  v_due uuid[];
   v_ids bigint[];
+  v_closed integer;
 begin
-  -- (each product as a range of one value, as in create_order's lapsed check: with product_id = any (...), once the
-  -- statistics said one product held most reservations, the plan read every lapsed reservation of every product
-  -- through reservations_active_expiry_idx)
-  select array_agg(r.id) into v_ids
+  select array_agg(p.id) into v_due
   from unnest(p_product_ids) as p (id)
+  where exists (select 1 from private.stock_levels s where s.product_id = p.id and s.next_expiry <= p_now);
+  if v_due is null then
+    return 0;
+  end if;
+
+  -- (each product as a range of one value, as in list_products: with product_id = any (...), once the statistics
+  -- said one product held most reservations, the plan read every lapsed reservation of every product through
+  -- reservations_active_expiry_idx)
+  select array_agg(r.id) into v_ids
+  from unnest(v_due) as p (id)
   cross join lateral (
     select r.id
     from private.reservations r
@@ -160,7 +173,23 @@ begin
     for no key update of r skip locked
   ) r;
 
-  return private.close_reservations(v_ids, 'expired', p_now);
+  v_closed := private.close_reservations(v_ids, 'expired', p_now);
+
+  -- the earliest expiry still active on each product (its own lapsed ones skipped above included), read through
+  -- the product index in its own order
+  update private.stock_levels s
+  set next_expiry = coalesce(e.first_expiry, 'infinity')
+  from unnest(v_due) as p (id)
+  left join lateral (
+    select r.expires_at as first_expiry
+    from private.reservations r
+    where r.product_id >= p.id and r.product_id <= p.id and r.status = 'active'
+    order by r.product_id, r.expires_at
+    limit 1
+  ) e on true
+  where s.product_id = p.id;
+
+  return v_closed;
 end
 $$;
 
@@ -269,7 +298,7 @@ begin
     from opened o
   ), levels as (
     update private.stock_levels s
-    set reserved = s.reserved + o.quantity, updated_at = now()
+    set reserved = s.reserved + o.quantity, next_expiry = least(s.next_expiry, p_expires_at), updated_at = now()
     from opened o
     where s.product_id = o.product_id and s.location_id = o.location_id
   )
@@ -527,24 +556,18 @@ begin
   select array_agg(t.product_id order by t.product_id, t.location_id),
          array_agg(t.location_id order by t.product_id, t.location_id),
          array_agg(t.quantity order by t.product_id, t.location_id),
-         -- every line covered in full, and no lapsed reservation waiting on these products for exact expiry
+         -- every line covered in full, and no lapsed reservation waiting on these products for exact expiry: none
+         -- can be while every stock row's next_expiry lies ahead (a lower bound on its active reservations' expiry),
+         -- so the reservations themselves are not read. (They were, through the product index's earliest active
+         -- entry; behind it lay a dead entry for every reservation of the product closed since the last VACUUM.)
          coalesce(sum(t.quantity), 0) = (select sum(q) from unnest(v_quantities) q)
-           -- (the earliest active expiry per product, read from reservations_active_product_idx. Written as EXISTS
-           -- over = ANY, the cached generic plan chose a sequential scan of all reservations, ~3 ms per order on a
-           -- busy product. Written with product_id = p.id and ORDER BY expires_at, it could walk
-           -- reservations_active_expiry_idx filtering on the product instead: once the statistics said one product
-           -- held most reservations (a flash sale), every order of any other product read all of them, ~50 ms each.
-           -- The product is therefore a range of one value, not an equality the planner folds away, and the order
-           -- is the product index's own (product_id, expires_at): no other path gives it without sorting.)
            and not exists (select 1
                            from unnest(v_product_ids) as p (id)
                            cross join lateral (
-                             select r.expires_at from private.reservations r
-                             where r.product_id >= p.id and r.product_id <= p.id and r.status = 'active'
-                             order by r.product_id, r.expires_at
+                             select 1 from private.stock_levels s
+                             where s.product_id = p.id and s.next_expiry <= p_now
                              limit 1
-                           ) first_expiry
-                           where first_expiry.expires_at <= p_now)
+                           ) lapsed)
   into v_take_products, v_take_locations, v_take_quantities, v_fast
   from take t;
 
@@ -564,7 +587,8 @@ begin
 
       for i in 1 .. cardinality(v_take_products) loop
         update private.stock_levels s
-        set reserved = s.reserved + v_take_quantities[i], updated_at = now()
+        set reserved = s.reserved + v_take_quantities[i], next_expiry = least(s.next_expiry, v_expires_at),
+            updated_at = now()
         where s.product_id = v_take_products[i] and s.location_id = v_take_locations[i]
           and s.on_hand - s.reserved >= v_take_quantities[i];
         if not found then

@@ -5,8 +5,8 @@
 -- window read every lapsed reservation for each product it listed; exact expiry (create_order's locked path) read
 -- every lapsed reservation for the products it had locked. Checked through this transaction's index counters
 -- (pg_stat_get_xact_tuples_returned) as the planner sees the skewed table; then, for the lapsed check, with the
--- product index dropped (inside the test), which leaves the expiry index as the only index: the check is written so
--- that no plan can answer it by walking that index.
+-- product index dropped (inside the test), which leaves the expiry index as the only index on product and time.
+-- (create_order's lapsed check now reads the stock rows' next_expiry, not the reservations: 20-next-expiry.)
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
@@ -41,6 +41,11 @@ select :'hot_order', :'hot', l.id, 1, now() - interval '10 minutes' + make_inter
 from generate_series(1, 2000) n
 cross join private.locations l
 where l.code = 'shop';
+-- (what the engine's own UPDATE of the stock row does for every reservation it opens)
+update private.stock_levels s
+set next_expiry = (select min(r.expires_at) from private.reservations r
+                   where r.product_id = s.product_id and r.location_id = s.location_id and r.status = 'active')
+where s.product_id = :'hot' and s.location_id = (select id from private.locations where code = 'shop');
 analyze private.reservations;
 -- as autovacuum leaves a table whose rows are all committed: every page all-visible (in the catalogue, rolled back
 -- with the test)
@@ -92,7 +97,7 @@ select pg_temp.tuples_read('reservations_active_expiry_idx') as expiry_before \g
 select is(pg_temp.three_orders(:'other', 'skew-other-b-'), 3, 'skew_orders_no_product_index: they still go through');
 select is(
   pg_temp.tuples_read('reservations_active_expiry_idx') - :expiry_before, 0::bigint,
-  'skew_create_order_shape: the lapsed check cannot be answered by walking the expiry index (52000 entries)');
+  'skew_create_order_shape: the lapsed check does not walk the expiry index (52000 entries) either');
 
 select * from finish();
 rollback;

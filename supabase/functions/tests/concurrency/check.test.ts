@@ -84,6 +84,18 @@ test("checker: cached reserved without a reservation is reported against reserva
   assert.match(problems[0].message, new RegExp(a.sku));
 });
 
+test("checker: a stock row whose next_expiry lies after an active reservation's expiry is reported", async (sql) => {
+  const { a, ids } = await shop(sql);
+  // The awaiting order holds 2 of a at the shop: a bound past its expiry would let sales skip exact expiry.
+  const problems = await problemsAfter(
+    sql,
+    ids,
+    (tx) => tx`update private.stock_levels set next_expiry = 'infinity' where product_id = ${a.id}::uuid`,
+  );
+  assert.deepEqual(invariants(problems), ["next_expiry_bounds_reservations"]);
+  assert.match(problems[0].message, new RegExp(`${a.sku} at shop: next_expiry infinity, but an active reservation`));
+});
+
 test("checker: on_hand that differs from the ledger is reported", async (sql) => {
   const { b, ids } = await shop(sql);
   const problems = await problemsAfter(
