@@ -137,8 +137,8 @@ $$;
 -- first expires the active reservations on them whose time has passed, so their units are free for this sale.
 -- SKIP LOCKED: a lapsed reservation held by someone else (the sweep, a payment) is theirs to close; waiting
 -- for it while holding stock rows could deadlock. p_except_order keeps the caller's own reservations.
--- Only products with a stock row whose next_expiry has come are looked at (on the others nothing can have lapsed);
--- for those, next_expiry is then raised to the earliest expiry still active on the product (the caller holds every
+-- Only products with a stock row whose next_expiry has come are looked at (on the others nothing can have lapsed),
+-- and only from their lowest next_expiry on; for those, next_expiry is then raised to the earliest expiry still active on the product (the caller holds every
 -- row of it, so no reservation can open on them meanwhile; one opened by a create_order still waiting for a row
 -- lowers it again in its own UPDATE), so the sales after this one take the fast path again.
 create function private.expire_lapsed_on(p_product_ids uuid[], p_now timestamptz, p_except_order uuid default null)
@@ -148,12 +148,18 @@ set search_path = ''
 as $$
 declare
   v_due uuid[];
+  v_floors timestamptz[];
   v_ids bigint[];
   v_closed integer;
 begin
-  select array_agg(p.id) into v_due
-  from unnest(p_product_ids) as p (id)
-  where exists (select 1 from private.stock_levels s where s.product_id = p.id and s.next_expiry <= p_now);
+  -- each product whose bound has come, with the lowest bound of its rows: no active reservation of it expires
+  -- earlier, so both reads below start there, past the dead index entries of everything closed before it
+  select array_agg(f.id), array_agg(f.floor) into v_due, v_floors
+  from (
+    select p.id, (select min(s.next_expiry) from private.stock_levels s where s.product_id = p.id) as floor
+    from unnest(p_product_ids) as p (id)
+  ) f
+  where f.floor <= p_now;
   if v_due is null then
     return 0;
   end if;
@@ -162,13 +168,13 @@ begin
   -- said one product held most reservations, the plan read every lapsed reservation of every product through
   -- reservations_active_expiry_idx)
   select array_agg(r.id) into v_ids
-  from unnest(v_due) as p (id)
+  from unnest(v_due, v_floors) as p (id, floor)
   cross join lateral (
     select r.id
     from private.reservations r
     where r.product_id >= p.id and r.product_id <= p.id
       and r.status = 'active'
-      and r.expires_at <= p_now
+      and r.expires_at >= p.floor and r.expires_at <= p_now
       and (p_except_order is null or r.order_id <> p_except_order)
     for no key update of r skip locked
   ) r;
@@ -179,11 +185,11 @@ begin
   -- the product index in its own order
   update private.stock_levels s
   set next_expiry = coalesce(e.first_expiry, 'infinity')
-  from unnest(v_due) as p (id)
+  from unnest(v_due, v_floors) as p (id, floor)
   left join lateral (
     select r.expires_at as first_expiry
     from private.reservations r
-    where r.product_id >= p.id and r.product_id <= p.id and r.status = 'active'
+    where r.product_id >= p.id and r.product_id <= p.id and r.status = 'active' and r.expires_at >= p.floor
     order by r.product_id, r.expires_at
     limit 1
   ) e on true

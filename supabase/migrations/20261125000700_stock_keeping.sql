@@ -180,21 +180,22 @@ begin
   from (
     select p.id, p.sku, p.name, p.unit_price, p.currency, p.tax_rate_bp,
            coalesce((select sum(s.on_hand - s.reserved) from private.stock_levels s where s.product_id = p.id), 0)
-           -- Lapsed units, only for a product with a stock row whose next_expiry has come: on the others none has
-           -- lapsed, and their reservations are not read (behind the first active one lies a dead index entry for
-           -- each reservation closed since the last VACUUM). The product is a range of one value: with
-           -- product_id = p.id, once the statistics said one product held most reservations (after a flash sale),
-           -- the plan read every lapsed reservation through reservations_active_expiry_idx for each product listed,
-           -- or scanned the table for each (and JIT-compiled the query on every call); the range is estimated as
-           -- the narrow thing it is, so the plan reads reservations_active_product_idx. (create_order's exact expiry,
-           -- expire_lapsed_on, reads a product's reservations the same way.)
-           + case when exists (select 1 from private.stock_levels s where s.product_id = p.id and s.next_expiry <= p_now)
+           -- Lapsed units, only for a product with a stock row whose next_expiry has come (on the others none has
+           -- lapsed), read from its lowest next_expiry on (no active reservation of it expires earlier; before it
+           -- lie the dead index entries of the reservations closed since the last VACUUM). The product is a range
+           -- of one value: with product_id = p.id, once the statistics said one product held most reservations
+           -- (after a flash sale), the plan read every lapsed reservation through reservations_active_expiry_idx
+           -- for each product listed, or scanned the table for each (and JIT-compiled the query on every call); the
+           -- range is estimated as the narrow thing it is, so the plan reads reservations_active_product_idx.
+           -- (create_order's exact expiry, expire_lapsed_on, reads a product's reservations the same way.)
+           + case when f.floor <= p_now
                   then coalesce((select sum(r.quantity) from private.reservations r
                                  where r.product_id >= p.id and r.product_id <= p.id and r.status = 'active'
-                                   and r.expires_at <= p_now), 0)
+                                   and r.expires_at >= f.floor and r.expires_at <= p_now), 0)
                   else 0 end
              as available
     from public.products p
+    cross join lateral (select min(s.next_expiry) as floor from private.stock_levels s where s.product_id = p.id) f
     where p.active and (p_after is null or p.sku > p_after)
     order by p.sku
     limit v_limit

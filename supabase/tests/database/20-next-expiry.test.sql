@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(8);
+select plan(9);
 
 \ir fixtures.psql
 
@@ -82,10 +82,25 @@ select is(pg_temp.entries('reservations_active_product_idx') - :before_old, 600:
   'next_expiry_dead_head: the old lapsed check (the earliest active reservation) walks the 600 closed ones');
 select pg_temp.scans('reservations_active_product_idx') as product_before \gset
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'busy', 1)), 'sumup', 'busy-x', 'hbx',
-                        '{}', null, :'t0'::timestamptz + interval '26 minutes')) as busy_order \gset
+                        '{}', null, :'t0'::timestamptz + interval '26 minutes')) as busy_x \gset
 select (public.list_products(null, 200, :'t0'::timestamptz + interval '26 minutes') -> 'items') is not null as listed \gset
 select is(pg_temp.scans('reservations_active_product_idx') - :product_before, 0::bigint,
   'next_expiry_busy_product: an order of it and the shop window read none of its reservations');
+
+-- Exact expiry reads a product's reservations from its lowest bound on. t0+42: the bound (00:40, the cancelled
+-- orders') has come; the locked path expires busy-x and finds nothing active behind it. t0+58: the bound (00:57,
+-- the sale at t0+42) has come again; this time exact expiry starts at 00:57, past the 601 closed reservations.
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'busy', 1)), 'sumup', 'busy-y', 'hby',
+                        '{}', null, :'t0'::timestamptz + interval '42 minutes')) as busy_y \gset
+select pg_temp.entries('reservations_active_product_idx') as entries_before \gset
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'busy', 1)), 'sumup', 'busy-z', 'hbz',
+                        '{}', null, :'t0'::timestamptz + interval '58 minutes')) as busy_z \gset
+select is(
+  array[(select status from private.reservations where order_id = :'busy_x'),
+        (select status from private.reservations where order_id = :'busy_y'),
+        (pg_temp.entries('reservations_active_product_idx') - :entries_before <= 4)::text],
+  array['expired', 'expired', 'true'],
+  'next_expiry_floor: exact expiry starts at the lowest bound, not at the 601 closed reservations before it');
 
 -- lapsed units still count as available in the shop window while they wait for the sweep
 select is(
