@@ -181,6 +181,7 @@ async function main() {
     "create_order, one hot product, lock held through the flush",
     orderCall(`'${hotId}'`, "durable"),
   );
+  const lapsing = await lapsingRun(hotId);
   const few = fewClients > 0 && fewClients !== clients
     ? [
       await pgbench("limit: UPDATE one hot row", limitScript, fewClients),
@@ -221,7 +222,7 @@ async function main() {
     limit,
     // every back-to-back pair of the limit and the hot product; `limit` and the hot run are the median one
     pairs: pairs.map((p) => ({ limit: p.limit.per_second, hot: p.hot.per_second, ratio: p.ratio })),
-    runs: [hot, hotDurable, uniform, http].map((r) => ({
+    runs: [hot, hotDurable, lapsing, uniform, http].map((r) => ({
       ...r,
       ratio_to_limit: round(r.per_second / limit.per_second),
     })),
@@ -238,6 +239,38 @@ async function main() {
     JSON.stringify(result, null, 2) + "\n",
   );
   progress("wrote bench/results/latest.json");
+}
+
+/**
+ * The hot product while its unpaid reservations lapse one after another, as in a sale that runs longer than the
+ * reservation TTL: orders placed so that, from `leadSeconds` after the first, one of their reservations lapses every
+ * 5 ms for longer than the run; the run starts at the first lapse, so buyers keep meeting lapsed reservations that
+ * exact expiry must release before they can buy. Afterwards an untimed sweep clears what is left, so the sweep
+ * figures below count only their own reservations.
+ */
+async function lapsingRun(hotId: string): Promise<Run> {
+  const spacingMs = 5;
+  const leadSeconds = 20;
+  const count = Math.ceil(((seconds + 10) * 1000) / spacingMs);
+  progress(`placing ${count} orders of the hot product that lapse one every ${spacingMs} ms from ${leadSeconds}s on`);
+  const [{ first }] = await sql`select clock_timestamp() + make_interval(secs => ${leadSeconds}) as first`;
+  await sql.unsafe(`do $$
+    declare t0 timestamptz := '${first.toISOString()}'::timestamptz - interval '15 minutes';
+    begin
+      for i in 0 .. ${count - 1} loop
+        perform public.create_order(jsonb_build_array(jsonb_build_object('product_id', '${hotId}', 'quantity', 1)),
+          'sumup', gen_random_uuid()::text, 'bench', '{}'::jsonb, null, t0 + i * interval '${spacingMs} milliseconds');
+        if i % 100 = 99 then commit; end if;
+      end loop;
+    end $$`);
+  const wait = first.getTime() - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  const run = await pgbench(
+    `create_order, one hot product, a reservation of it lapsing every ${spacingMs} ms`,
+    orderCall(`'${hotId}'`),
+  );
+  await sql`call public.sweep_reservations()`;
+  return run;
 }
 
 /**
