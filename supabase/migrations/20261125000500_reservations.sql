@@ -133,33 +133,51 @@ $$;
 -- ============================================================================================================
 -- expire_lapsed_on
 -- ============================================================================================================
--- Why: exact expiry without waiting for the sweep. A rule that has just locked every stock row of some products
--- first expires the active reservations on them whose time has passed, so their units are free for this sale.
+-- Why: exact expiry without waiting for the sweep. A rule that holds stock rows expires the active reservations on
+-- them whose time has passed, so their units are free for this sale. With p_location_ids null the caller has locked
+-- every stock row of p_product_ids (lock_stock; the locked path, payments, adjustments) and the products are
+-- looked at whole; otherwise exactly the rows (p_product_ids[i], p_location_ids[i]), which the caller holds (the
+-- fast path, which has just updated them).
+-- Only rows whose next_expiry has come are looked at (on the others nothing can have lapsed), and only from their
+-- lowest next_expiry on, past the dead index entries of everything closed before it. Their next_expiry is then
+-- raised to the earliest expiry still active on them (the caller holds them, so no reservation can open on them
+-- meanwhile; one opened by a create_order still waiting for a row lowers it again in its own UPDATE), so the sales
+-- after this one take the fast path again.
 -- SKIP LOCKED: a lapsed reservation held by someone else (the sweep, a payment) is theirs to close; waiting
 -- for it while holding stock rows could deadlock. p_except_order keeps the caller's own reservations.
--- Only products with a stock row whose next_expiry has come are looked at (on the others nothing can have lapsed),
--- and only from their lowest next_expiry on; for those, next_expiry is then raised to the earliest expiry still active on the product (the caller holds every
--- row of it, so no reservation can open on them meanwhile; one opened by a create_order still waiting for a row
--- lowers it again in its own UPDATE), so the sales after this one take the fast path again.
-create function private.expire_lapsed_on(p_product_ids uuid[], p_now timestamptz, p_except_order uuid default null)
+create function private.expire_lapsed_on(
+  p_product_ids uuid[],
+  p_now timestamptz,
+  p_except_order uuid default null,
+  p_location_ids smallint[] default null
+)
 returns integer
 language plpgsql
 set search_path = ''
 as $$
 declare
   v_due uuid[];
+  v_locations smallint[];
   v_floors timestamptz[];
   v_ids bigint[];
   v_closed integer;
 begin
-  -- each product whose bound has come, with the lowest bound of its rows: no active reservation of it expires
-  -- earlier, so both reads below start there, past the dead index entries of everything closed before it
-  select array_agg(f.id), array_agg(f.floor) into v_due, v_floors
+  -- what is due: each product with a row whose bound has come, with its rows' lowest bound (location null: all
+  -- of its rows), or each given row whose bound has come, with its own
+  select array_agg(d.product_id), array_agg(d.location_id), array_agg(d.floor)
+  into v_due, v_locations, v_floors
   from (
-    select p.id, (select min(s.next_expiry) from private.stock_levels s where s.product_id = p.id) as floor
+    select p.id as product_id, null::smallint as location_id,
+           (select min(s.next_expiry) from private.stock_levels s where s.product_id = p.id) as floor
     from unnest(p_product_ids) as p (id)
-  ) f
-  where f.floor <= p_now;
+    where p_location_ids is null
+    union all
+    select s.product_id, s.location_id, s.next_expiry
+    from unnest(p_product_ids, p_location_ids) as h (product_id, location_id)
+    join private.stock_levels s on s.product_id = h.product_id and s.location_id = h.location_id
+    where p_location_ids is not null
+  ) d
+  where d.floor <= p_now;
   if v_due is null then
     return 0;
   end if;
@@ -168,32 +186,34 @@ begin
   -- said one product held most reservations, the plan read every lapsed reservation of every product through
   -- reservations_active_expiry_idx)
   select array_agg(r.id) into v_ids
-  from unnest(v_due, v_floors) as p (id, floor)
+  from unnest(v_due, v_locations, v_floors) as d (product_id, location_id, floor)
   cross join lateral (
     select r.id
     from private.reservations r
-    where r.product_id >= p.id and r.product_id <= p.id
+    where r.product_id >= d.product_id and r.product_id <= d.product_id
       and r.status = 'active'
-      and r.expires_at >= p.floor and r.expires_at <= p_now
+      and r.expires_at >= d.floor and r.expires_at <= p_now
+      and (d.location_id is null or r.location_id = d.location_id)
       and (p_except_order is null or r.order_id <> p_except_order)
     for no key update of r skip locked
   ) r;
 
   v_closed := private.close_reservations(v_ids, 'expired', p_now);
 
-  -- the earliest expiry still active on each product (its own lapsed ones skipped above included), read through
-  -- the product index in its own order
+  -- the earliest expiry still active on each (its own lapsed ones skipped above included), read through the
+  -- product index in its own order
   update private.stock_levels s
   set next_expiry = coalesce(e.first_expiry, 'infinity')
-  from unnest(v_due, v_floors) as p (id, floor)
+  from unnest(v_due, v_locations, v_floors) as d (product_id, location_id, floor)
   left join lateral (
     select r.expires_at as first_expiry
     from private.reservations r
-    where r.product_id >= p.id and r.product_id <= p.id and r.status = 'active' and r.expires_at >= p.floor
+    where r.product_id >= d.product_id and r.product_id <= d.product_id and r.status = 'active'
+      and r.expires_at >= d.floor and (d.location_id is null or r.location_id = d.location_id)
     order by r.product_id, r.expires_at
     limit 1
   ) e on true
-  where s.product_id = p.id;
+  where s.product_id = d.product_id and (d.location_id is null or s.location_id = d.location_id);
 
   return v_closed;
 end
@@ -351,11 +371,13 @@ revoke all on function private.raise_if_short(jsonb) from public, anon, authenti
 -- conditional UPDATE per stock row (`on_hand - reserved >= quantity`, re-checked on the row's newest version
 -- when it waits), one row at a time in (product_id, location_id) order, lock_stock's order, so no deadlock (a
 -- multi-row UPDATE locks in no guaranteed order). Nothing else locks the product or stock row (no foreign keys
--- point at them). Whenever the fast path cannot
--- be sure (the unlocked read shows too little free stock, or lapsed reservations on these products that exact
--- expiry should free first, or a conditional UPDATE finds the units gone), its sub-block is rolled back (a
--- subtransaction: its row locks and rows go with it) and the locked path (5b) decides as it always did: lock
--- every stock row of the products in order, expire what lapsed, check every line, reserve or raise SH409.
+-- point at them). Lapsed reservations on the rows it draws whole lines from it expires itself, once it holds
+-- them (exact expiry could not change what it takes there). Whenever the fast path cannot be sure (the unlocked
+-- read shows too little free stock, or lapsed reservations may sit on a row it does not draw a whole line from,
+-- so freeing them first could change the allocation, or a conditional UPDATE finds the units gone), its sub-block
+-- is rolled back (a subtransaction: its row locks and rows go with it) and the locked path (5b) decides as it
+-- always did: lock every stock row of the products in order, expire what lapsed, check every line, reserve or
+-- raise SH409.
 -- Generic plans (plan_cache_mode): every statement here reads a handful of rows by key, so it is planned once per
 -- session; the plan cache had kept re-planning several statements on every call (a custom plan sees the array
 -- lengths), which cost more than running them. The joins to the catalogue are index probes per line (LATERAL),
@@ -394,6 +416,7 @@ declare
   v_take_locations smallint[];
   v_take_quantities integer[];
   v_fast boolean;
+  v_expire_held boolean;
 begin
   -- 1. payment method and idempotency key (a retry is answered before anything else is looked at)
   if p_payment_method is null or p_payment_method not in ('sumup', 'stripe') then
@@ -562,20 +585,27 @@ begin
   select array_agg(t.product_id order by t.product_id, t.location_id),
          array_agg(t.location_id order by t.product_id, t.location_id),
          array_agg(t.quantity order by t.product_id, t.location_id),
-         -- every line covered in full, and no lapsed reservation waiting on these products for exact expiry: none
-         -- can be while every stock row's next_expiry lies ahead (a lower bound on its active reservations' expiry),
-         -- so the reservations themselves are not read. (They were, through the product index's earliest active
-         -- entry; behind it lay a dead entry for every reservation of the product closed since the last VACUUM.)
-         coalesce(sum(t.quantity), 0) = (select sum(q) from unnest(v_quantities) q)
-           and not exists (select 1
-                           from unnest(v_product_ids) as p (id)
-                           cross join lateral (
-                             select 1 from private.stock_levels s
-                             where s.product_id = p.id and s.next_expiry <= p_now
-                             limit 1
-                           ) lapsed)
-  into v_take_products, v_take_locations, v_take_quantities, v_fast
-  from take t;
+         -- every line covered in full, and exact expiry (which must come first: lapsed units are free for this
+         -- sale) unable to change what it takes: a reservation can have lapsed only on a stock row whose
+         -- next_expiry has come (a lower bound on its active reservations' expiry), and every such row of these
+         -- products is one this sale draws a whole line from, so freeing more units there changes nothing drawn.
+         -- Exact expiry then runs on those rows once they are held (below). Otherwise the locked path frees first,
+         -- then allocates. (While the bounds lie ahead the reservations are not read at all: behind the earliest
+         -- active one lies a dead index entry for every reservation of the product closed since the last VACUUM.)
+         coalesce(sum(t.quantity), 0) = (select sum(q) from unnest(v_quantities) q) and max(x.unheld) = 0,
+         max(x.due) > 0
+  into v_take_products, v_take_locations, v_take_quantities, v_fast, v_expire_held
+  from take t
+  cross join (
+    select count(*) as due,
+           count(*) filter (where not exists (select 1 from take w
+                                              where w.product_id = p.id and w.location_id = due.location_id
+                                                and w.quantity = p.quantity)) as unheld
+    from unnest(v_product_ids, v_quantities) as p (id, quantity)
+    cross join lateral (
+      select s.location_id from private.stock_levels s where s.product_id = p.id and s.next_expiry <= p_now
+    ) due
+  ) x;
 
   if v_fast then
     begin
@@ -602,6 +632,10 @@ begin
           raise exception using errcode = 'SHF01', message = 'fast path: stock changed';
         end if;
       end loop;
+      -- exact expiry on the rows now held whose next_expiry has come (see the check above)
+      if v_expire_held then
+        perform private.expire_lapsed_on(v_take_products, p_now, null, v_take_locations);
+      end if;
 
       return jsonb_build_object('order', v_order, 'replayed', false);
     exception when sqlstate 'SHF01' then

@@ -81,8 +81,9 @@ select is(
   array['expired', 'active', '1/1'],
   'fast_path_defers_to_exact_expiry: a sale needing lapsed units takes the locked path, which expires them first');
 
--- 4. a lapsed reservation on the product, with free units left: the fast path would not need it, but the sale
--- still goes through the locked path, so exact expiry keeps releasing lapsed units as buyers arrive.
+-- 4. a lapsed reservation on the product, with free units left on its row: the fast path draws the line from that
+-- row and, holding it, expires the lapsed reservation itself, so exact expiry keeps releasing lapsed units as
+-- buyers arrive.
 select public.restock(:'c', 'shop', 2, 'more') is not null as restocked \gset
 select public.create_order(jsonb_build_array(pg_temp.line(:'c', 1)), 'sumup', 'fast-4a', 'h', '{}', null,
                            now() - interval '1 hour') -> 'order' ->> 'id' as lapsed2 \gset
@@ -90,7 +91,7 @@ select public.create_order(jsonb_build_array(pg_temp.line(:'c', 1)), 'sumup', 'f
 select is(
   array[(select status from private.reservations where order_id = :'lapsed2'), pg_temp.stock(:'c', 'shop')],
   array['expired', '3/2'],
-  'fast_path_skipped_when_lapsed: lapsed reservations on the products send the sale through exact expiry');
+  'fast_path_expires_held_rows: lapsed reservations on a row the sale draws from are expired by the sale');
 
 -- 5. short stock: the unlocked read sees it, the locked path decides and names every short line, nothing written
 create temp table counts on commit drop as

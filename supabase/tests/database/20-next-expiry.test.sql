@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(9);
+select plan(11);
 
 \ir fixtures.psql
 
@@ -101,6 +101,40 @@ select is(
         (pg_temp.entries('reservations_active_product_idx') - :entries_before <= 4)::text],
   array['expired', 'expired', 'true'],
   'next_expiry_floor: exact expiry starts at the lowest bound, not at the 601 closed reservations before it');
+
+-- Exact expiry without the locked path: a lapsed reservation on the very row a sale draws its whole line from is
+-- expired by the sale once it holds the row (freeing those units first could not change what it takes there);
+-- one on a row the sale does not draw from sends it through the locked path, which frees first, then allocates.
+set local track_functions = 'pl';
+create function pg_temp.lock_stock_calls() returns bigint language sql as $f$
+  select coalesce(pg_stat_get_xact_function_calls('private.lock_stock(uuid[],smallint[],boolean)'::regprocedure), 0) $f$;
+select pg_temp.product('T-NEXT-E', 1000, 1900, 10, 0) as e \gset
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'e', 1)), 'sumup', 'e-lapsed', 'he1',
+                        '{}', null, now() - interval '1 hour')) as e_lapsed \gset
+select pg_temp.lock_stock_calls() as calls_before \gset
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'e', 2)), 'sumup', 'e-now', 'he2'))
+  as e_now \gset
+select is(
+  array[(select status from private.reservations where order_id = :'e_lapsed'), pg_temp.stock(:'e', 'shop'),
+        (pg_temp.lock_stock_calls() - :calls_before)::text,
+        ((select next_expiry from private.stock_levels s join private.locations l on l.id = s.location_id
+          where s.product_id = :'e' and l.code = 'shop')
+         = (select expires_at from private.reservations where order_id = :'e_now'))::text],
+  array['expired', '10/2', '0', 'true'],
+  'next_expiry_fast_exact_expiry: the sale expires the lapsed reservation on its own row, no locked path');
+
+select pg_temp.product('T-NEXT-F', 1000, 1900, 10, 10) as f \gset
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'f', 1)), 'stripe', 'f-lapsed', 'hf1',
+                        '{}', null, now() - interval '2 hours')) as f_lapsed \gset
+select pg_temp.lock_stock_calls() as calls_before \gset
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'f', 1)), 'sumup', 'f-now', 'hf2'))
+  as f_now \gset
+select is(
+  array[(select status from private.reservations where order_id = :'f_lapsed'),
+        pg_temp.stock(:'f', 'shop'), pg_temp.stock(:'f', 'warehouse'),
+        (pg_temp.lock_stock_calls() - :calls_before)::text],
+  array['expired', '10/1', '10/0', '1'],
+  'next_expiry_locked_when_elsewhere: a lapsed reservation on a row the sale does not draw from: locked path');
 
 -- lapsed units still count as available in the shop window while they wait for the sweep
 select is(
