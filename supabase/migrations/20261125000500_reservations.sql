@@ -182,15 +182,16 @@ begin
     return 0;
   end if;
 
-  -- (each product as a range of one value, as in list_products: with product_id = any (...), once the statistics
-  -- said one product held most reservations, the plan read every lapsed reservation of every product through
-  -- reservations_active_expiry_idx)
+  -- (one product per probe, and an equality on it: only then do both bounds on expires_at end the scan of
+  -- reservations_active_product_idx, at the bound and at p_now; with product_id = any (...) instead, once the
+  -- statistics said one product held most reservations, the plan read every lapsed reservation of every product
+  -- through reservations_active_expiry_idx)
   select array_agg(r.id) into v_ids
   from unnest(v_due, v_locations, v_floors) as d (product_id, location_id, floor)
   cross join lateral (
     select r.id
     from private.reservations r
-    where r.product_id >= d.product_id and r.product_id <= d.product_id
+    where r.product_id = d.product_id
       and r.status = 'active'
       and r.expires_at >= d.floor and r.expires_at <= p_now
       and (d.location_id is null or r.location_id = d.location_id)
@@ -200,8 +201,13 @@ begin
 
   v_closed := private.close_reservations(v_ids, 'expired', p_now);
 
-  -- the earliest expiry still active on each (its own lapsed ones skipped above included), read through the
-  -- product index in its own order
+  -- the earliest expiry still active on each (its own lapsed ones skipped above included), read through
+  -- reservations_active_product_idx in its own order, LIMIT 1 ending the scan. The product is a range of one value
+  -- (product_id >= x and product_id <= x), not an equality: once the statistics said one product held most
+  -- reservations (a flash sale), a cached plan for "the earliest of product x" walked reservations_active_expiry_idx
+  -- in expiry order filtering on the product (~50 ms an order on the bench). The range is neither folded into a
+  -- constant nor estimated as all rows, and (product_id, expires_at) is the product index's own order, which no
+  -- other path gives without sorting.
   update private.stock_levels s
   set next_expiry = coalesce(e.first_expiry, 'infinity')
   from unnest(v_due, v_locations, v_floors) as d (product_id, location_id, floor)
@@ -417,6 +423,7 @@ declare
   v_take_quantities integer[];
   v_fast boolean;
   v_expire_held boolean;
+  v_row_due boolean;
 begin
   -- 1. payment method and idempotency key (a retry is answered before anything else is looked at)
   if p_payment_method is null or p_payment_method not in ('sumup', 'stripe') then
@@ -592,20 +599,18 @@ begin
          -- Exact expiry then runs on those rows once they are held (below). Otherwise the locked path frees first,
          -- then allocates. (While the bounds lie ahead the reservations are not read at all: behind the earliest
          -- active one lies a dead index entry for every reservation of the product closed since the last VACUUM.)
-         coalesce(sum(t.quantity), 0) = (select sum(q) from unnest(v_quantities) q) and max(x.unheld) = 0,
-         max(x.due) > 0
-  into v_take_products, v_take_locations, v_take_quantities, v_fast, v_expire_held
-  from take t
-  cross join (
-    select count(*) as due,
-           count(*) filter (where not exists (select 1 from take w
-                                              where w.product_id = p.id and w.location_id = due.location_id
-                                                and w.quantity = p.quantity)) as unheld
-    from unnest(v_product_ids, v_quantities) as p (id, quantity)
-    cross join lateral (
-      select s.location_id from private.stock_levels s where s.product_id = p.id and s.next_expiry <= p_now
-    ) due
-  ) x;
+         coalesce(sum(t.quantity), 0) = (select sum(q) from unnest(v_quantities) q)
+           and not exists (select 1
+                           from unnest(v_product_ids, v_quantities) as p (id, quantity)
+                           cross join lateral (
+                             select s.location_id from private.stock_levels s
+                             where s.product_id = p.id and s.next_expiry <= p_now
+                           ) due
+                           where not exists (select 1 from take w
+                                             where w.product_id = p.id and w.location_id = due.location_id
+                                               and w.quantity = p.quantity))
+  into v_take_products, v_take_locations, v_take_quantities, v_fast
+  from take t;
 
   if v_fast then
     begin
@@ -621,18 +626,23 @@ begin
              private.current_actor(), private.correlation_id()
       from opened o;
 
+      v_expire_held := false;
       for i in 1 .. cardinality(v_take_products) loop
         update private.stock_levels s
         set reserved = s.reserved + v_take_quantities[i], next_expiry = least(s.next_expiry, v_expires_at),
             updated_at = now()
         where s.product_id = v_take_products[i] and s.location_id = v_take_locations[i]
-          and s.on_hand - s.reserved >= v_take_quantities[i];
+          and s.on_hand - s.reserved >= v_take_quantities[i]
+        -- (the row's newest bound, still due only if it had come: this order's own expiry lies ahead)
+        returning s.next_expiry <= p_now into v_row_due;
         if not found then
           -- the units went to someone else since the unlocked read: undo this sub-block, take the locked path
           raise exception using errcode = 'SHF01', message = 'fast path: stock changed';
         end if;
+        v_expire_held := v_expire_held or v_row_due;
       end loop;
-      -- exact expiry on the rows now held whose next_expiry has come (see the check above)
+      -- exact expiry on the rows now held whose next_expiry has come (see the check above), judged on their newest
+      -- versions: a buyer just before may have expired them and raised it already
       if v_expire_held then
         perform private.expire_lapsed_on(v_take_products, p_now, null, v_take_locations);
       end if;

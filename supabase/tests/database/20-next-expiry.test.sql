@@ -7,7 +7,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(11);
+select plan(13);
 
 \ir fixtures.psql
 
@@ -136,6 +136,26 @@ select is(
   array['expired', '10/1', '10/0', '1'],
   'next_expiry_locked_when_elsewhere: a lapsed reservation on a row the sale does not draw from: locked path');
 
+-- A flash sale in progress: 10000 reservations of one product expire over the next hour (written straight into the
+-- table, with the bound their UPDATEs would have left), and one has lapsed. The shop window and exact expiry read
+-- the lapsed window, from the bound to now, not the 10000 behind it: with product_id as a range of one value the
+-- upper bound on expires_at did not end the scan, which walked to the product's last reservation (~50 pages).
+create function pg_temp.pages(p_index text) returns bigint language sql as $f$
+  select pg_stat_get_xact_blocks_fetched(('private.' || p_index)::regclass) $f$;
+select pg_temp.product('T-NEXT-SALE', 1000, 1900, 20000, 0) as sale \gset
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'sale', 1)), 'sumup', 'sale-lapsed',
+                        'hs1', '{}', null, now() - interval '1 hour')) as sale_lapsed \gset
+insert into private.reservations (order_id, product_id, location_id, quantity, expires_at)
+select :'sale_lapsed', :'sale', 1, 1, now() + make_interval(secs => n * 0.36) from generate_series(1, 10000) n;
+update private.stock_levels set reserved = reserved + 10000 where product_id = :'sale' and location_id = 1;
+select pg_temp.pages('reservations_active_product_idx') as pages_before \gset
+select is(
+  (select (i ->> 'available')::int from jsonb_array_elements(public.list_products('T-NEXT-RZ', 200) -> 'items') i
+   where i ->> 'sku' = 'T-NEXT-SALE'),
+  20000 - 10000,
+  'next_expiry_window_listed: the shop window counts the lapsed unit as free');
+select cmp_ok(pg_temp.pages('reservations_active_product_idx') - :pages_before, '<', 5::bigint,
+  'next_expiry_window_bounded: reading it takes a few index pages, not the 10000 reservations after it');
 -- lapsed units still count as available in the shop window while they wait for the sweep
 select is(
   (select (i ->> 'available')::int from jsonb_array_elements(
