@@ -61,7 +61,7 @@ select is(
          pg_temp.tuples_read('reservations_active_expiry_idx') - :expiry_before,
          pg_temp.tuples_read('reservations_active_product_idx') - :product_before <= 10),
   'expiry index 0, product index at most 10: t',
-  'skew_create_order: the lapsed check reads only the other product''s reservations, through the product index');
+  'skew_create_order: orders of another product read at most their own product''s reservations, through the product index');
 
 -- (a session's first five calls of a statement are planned for their values, the ones after that generically)
 set local plan_cache_mode = force_custom_plan;
