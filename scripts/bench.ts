@@ -255,7 +255,8 @@ async function lapsingRun(hotId: string): Promise<Run> {
   progress(`placing ${count} orders of the hot product that lapse one every ${spacingMs} ms from ${leadSeconds}s on`);
   const [{ first }] = await sql`select clock_timestamp() + make_interval(secs => ${leadSeconds}) as first`;
   await sql.unsafe(`do $$
-    declare t0 timestamptz := '${first.toISOString()}'::timestamptz - interval '15 minutes';
+    declare t0 timestamptz := '${first.toISOString()}'::timestamptz
+                              - (select reservation_ttl from private.settings where payment_method = 'sumup');
     begin
       for i in 0 .. ${count - 1} loop
         perform public.create_order(jsonb_build_array(jsonb_build_object('product_id', '${hotId}', 'quantity', 1)),
