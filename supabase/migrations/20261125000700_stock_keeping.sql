@@ -179,7 +179,7 @@ begin
   into v_items, v_count
   from (
     select p.id, p.sku, p.name, p.unit_price, p.currency, p.tax_rate_bp,
-           coalesce((select sum(s.on_hand - s.reserved) from private.stock_levels s where s.product_id = p.id), 0)
+           f.free
            -- Lapsed units, only for a product with a stock row whose next_expiry has come (on the others none has
            -- lapsed), read from its lowest next_expiry on (no active reservation of it expires earlier; before it
            -- lie the dead index entries of the reservations closed since the last VACUUM) up to p_now, through
@@ -196,7 +196,11 @@ begin
                   else 0 end
              as available
     from public.products p
-    cross join lateral (select min(s.next_expiry) as floor from private.stock_levels s where s.product_id = p.id) f
+    cross join lateral (
+      select coalesce(sum(s.on_hand - s.reserved), 0) as free, min(s.next_expiry) as floor
+      from private.stock_levels s
+      where s.product_id = p.id
+    ) f
     where p.active and (p_after is null or p.sku > p_after)
     order by p.sku
     limit v_limit
