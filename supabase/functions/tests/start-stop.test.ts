@@ -9,7 +9,10 @@ import postgres from "postgres";
 import { ANON_KEY } from "./support/keys.ts";
 
 const root = new URL("../../../", import.meta.url).pathname;
-const env = { STACK_NAME: "starttest", DB_PORT: "54422", API_PORT: "54421", NO_COLOR: "1" };
+// Ports below Linux's ephemeral range (32768-60999): this test binds them after the suites before it have opened
+// thousands of client connections, and a client socket that had taken 54422 as its own port, still in TIME_WAIT,
+// once kept Postgres from listening there ("Address already in use").
+const env = { STACK_NAME: "starttest", DB_PORT: "24422", API_PORT: "24421", NO_COLOR: "1" };
 
 function script(name: string) {
   return new Deno.Command("bash", { args: [`scripts/${name}.sh`], cwd: root, env, stdout: "piped", stderr: "piped" });
@@ -48,8 +51,8 @@ Deno.test({
       ]);
       for (
         const line of [
-          "API URL: http://127.0.0.1:54421",
-          "DB URL: postgresql://postgres:postgres@127.0.0.1:54422/postgres",
+          "API URL: http://127.0.0.1:24421",
+          "DB URL: postgresql://postgres:postgres@127.0.0.1:24422/postgres",
           `anon key: ${ANON_KEY}`,
           "service_role key:",
         ]
@@ -57,7 +60,7 @@ Deno.test({
         assert.ok(status.includes(line), `status block shows "${line}"`);
       }
 
-      const supabase = createClient("http://127.0.0.1:54421", ANON_KEY, { auth: { persistSession: false } });
+      const supabase = createClient("http://127.0.0.1:24421", ANON_KEY, { auth: { persistSession: false } });
       const { data, error } = await supabase.functions.invoke("health", { method: "GET" });
       assert.equal(error, null);
       assert.equal(data.database, "reachable");
@@ -65,7 +68,7 @@ Deno.test({
       assert.ok(products.data.items.length > 0, "the seed's catalogue is served");
 
       // npm run db:reset: back to migrations + seed (supabase db reset --db-url), while the stack runs.
-      const sql = postgres("postgresql://postgres:postgres@127.0.0.1:54422/postgres", { max: 1, onnotice: () => {} });
+      const sql = postgres("postgresql://postgres:postgres@127.0.0.1:24422/postgres", { max: 1, onnotice: () => {} });
       try {
         await sql`insert into public.products (sku, name, unit_price) values ('RESET-ME', 'Gone after reset', 100)`;
         const reset = await script("db-reset").output();

@@ -12,11 +12,15 @@ import { checkInvariants, formatProblems } from "../../../../scripts/check.ts";
 
 const ROOT = new URL("../../../../", import.meta.url).pathname;
 const STACK = "crash";
-/** A free port for the cluster: CRASH_DB_PORT, else the first free one of a few (others' stacks use 543x2). */
+/**
+ * A free port for the cluster: CRASH_DB_PORT, else the first free one of a few, below Linux's ephemeral range
+ * (32768-60999), where no client connection of the suites can be holding it when the cluster (re)starts (others'
+ * stacks use 543x2).
+ */
 function freePort(): number {
   const wanted = Deno.env.get("CRASH_DB_PORT");
   if (wanted) return Number(wanted);
-  for (const port of [54397, 54398, 54399, 54393, 54394, 54395, 54396]) {
+  for (const port of [24397, 24398, 24399, 24393, 24394, 24395, 24396]) {
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
       return port;

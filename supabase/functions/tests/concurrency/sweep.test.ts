@@ -188,3 +188,40 @@ test(
     await buyerDuringSweep(sql, db, job.command, CRON_BACKLOG_ORDERS);
   },
 );
+
+test(
+  "sweep: buyers and the sweep racing over one product's lapsed reservations expire each exactly once",
+  async (sql, db) => {
+    // 60 lapsed reservations on one stock row: buyers who draw their units from that row expire them themselves once
+    // they hold it (the fast path's exact expiry), while the sweep takes them in batches of 5 with SKIP LOCKED.
+    const p = await makeProduct(sql, { stock: 200 });
+    for (let i = 0; i < 60; i++) {
+      await sql`select public.create_order(${sql.json([{ product_id: p.id, quantity: 1 }])}::jsonb, 'sumup',
+                                         ${crypto.randomUUID()}, null, '{}'::jsonb, null, now() - interval '20 minutes')`;
+    }
+    const sweep = db`call public.sweep_reservations(5)`;
+    const buyers = Array.from(
+      { length: 30 },
+      () =>
+        db`select public.create_order(${sql.json([{ product_id: p.id, quantity: 1 }])}::jsonb, 'sumup',
+                                  ${crypto.randomUUID()}, null) as r`.then(() => "created", (err) => `${err.code}`),
+    );
+    const outcomes = await Promise.all(buyers);
+    await sweep;
+    assert.deepEqual(
+      outcomes.filter((o) => o !== "created"),
+      [],
+      "every buyer got a unit",
+    );
+    const [counts] = await sql`
+    select count(*) filter (where r.status = 'expired')::int as expired,
+           count(*) filter (where r.status = 'active' and r.expires_at <= now())::int as lapsed_left,
+           (select count(*)::int from private.stock_movements m
+             where m.product_id = ${p.id}::uuid and m.reason = 'expire') as expire_rows
+    from private.reservations r where r.product_id = ${p.id}::uuid`;
+    assert.deepEqual(counts, { expired: 60, lapsed_left: 0, expire_rows: 60 });
+    const { onHand, reserved } = await stockOf(sql, p.id);
+    assert.deepEqual({ onHand, reserved }, { onHand: 200, reserved: 30 });
+    await assertInvariants(sql, { productIds: [p.id] });
+  },
+);
