@@ -7,7 +7,9 @@
 -- ============================================================================================================
 -- Why: proves the cached stock against its evidence. Per product and location: the stored on_hand beside the
 -- ledger's sum of delta_on_hand, the stored reserved beside the ledger's sum of delta_reserved and beside the
--- quantity of active reservations. Every *_difference column must read 0; anything else is a bug to chase.
+-- quantity of active reservations; and the row's next_expiry beside the earliest expiry of its active reservations
+-- (the bound may lie before it, never after: sales trust it to know that nothing on the row has lapsed). Every
+-- *_difference column must read 0 and next_expiry_late false; anything else is a bug to chase.
 create view admin.stock_reconciliation as
 with ledger as (
   select m.product_id, m.location_id,
@@ -16,7 +18,8 @@ with ledger as (
   from private.stock_movements m
   group by m.product_id, m.location_id
 ), held as (
-  select r.product_id, r.location_id, sum(r.quantity)::bigint as active_reserved
+  select r.product_id, r.location_id, sum(r.quantity)::bigint as active_reserved,
+         min(r.expires_at) as first_active_expiry
   from private.reservations r
   where r.status = 'active'
   group by r.product_id, r.location_id
@@ -38,7 +41,10 @@ select k.product_id,
        coalesce(h.active_reserved, 0) as active_reserved,
        coalesce(s.on_hand, 0) - coalesce(l.ledger_on_hand, 0) as on_hand_difference,
        coalesce(s.reserved, 0) - coalesce(l.ledger_reserved, 0) as reserved_ledger_difference,
-       coalesce(s.reserved, 0) - coalesce(h.active_reserved, 0) as reserved_difference
+       coalesce(s.reserved, 0) - coalesce(h.active_reserved, 0) as reserved_difference,
+       s.next_expiry,
+       h.first_active_expiry,
+       coalesce(h.first_active_expiry < s.next_expiry, false) as next_expiry_late
 from keys k
 left join private.stock_levels s on s.product_id = k.product_id and s.location_id = k.location_id
 left join ledger l on l.product_id = k.product_id and l.location_id = k.location_id
@@ -47,7 +53,7 @@ left join public.products p on p.id = k.product_id
 left join private.locations loc on loc.id = k.location_id;
 
 comment on view admin.stock_reconciliation is
-  'Stored stock beside the ledger sums and the active reservations; every *_difference column must be 0.';
+  'Stored stock beside the ledger sums and the active reservations; every *_difference column must be 0, next_expiry_late false.';
 
 -- ============================================================================================================
 -- active_reservations

@@ -161,16 +161,18 @@ comment on view admin.sweep_health is 'Health of the reservation sweep now (5-mi
 -- reconciliation_differences
 -- ============================================================================================================
 -- Why: the stock proof, reduced to what needs a person: the rows of admin.stock_reconciliation where the
--- stored figures disagree with the ledger or with the active reservations. Empty is the only healthy answer.
+-- stored figures disagree with the ledger or with the active reservations, or whose next_expiry lies after an
+-- active reservation's expiry (sales would not expire it). Empty is the only healthy answer.
 create view admin.reconciliation_differences as
 select r.*
 from admin.stock_reconciliation r
 where r.on_hand_difference <> 0
    or r.reserved_ledger_difference <> 0
-   or r.reserved_difference <> 0;
+   or r.reserved_difference <> 0
+   or r.next_expiry_late;
 
 comment on view admin.reconciliation_differences is
-  'Stock rows whose stored figures differ from the ledger or the active reservations; must be empty.';
+  'Stock rows whose stored figures differ from the ledger or the active reservations, or whose next_expiry is late; must be empty.';
 
 -- ============================================================================================================
 -- paid_out_of_stock_orders
@@ -224,7 +226,8 @@ as $$
   select 'reconciliation_difference', 'critical', d.sku || '@' || d.location,
          jsonb_build_object('product_id', d.product_id, 'on_hand', d.on_hand, 'ledger_on_hand', d.ledger_on_hand,
                             'reserved', d.reserved, 'ledger_reserved', d.ledger_reserved,
-                            'active_reserved', d.active_reserved),
+                            'active_reserved', d.active_reserved, 'next_expiry', d.next_expiry,
+                            'first_active_expiry', d.first_active_expiry),
          null::timestamptz
   from admin.reconciliation_differences d
   union all

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(51);
+select plan(52);
 
 -- ============================================================================================================
 -- Structure and privileges
@@ -287,6 +287,19 @@ select is(
   (select reserved_difference from admin.reconciliation_differences where sku = 'MON-EXPIRY'),
   1::bigint,
   'reserved units that no active reservation holds appear as a reserved difference');
+-- A bound written behind the engine's back, later than an active reservation's expiry: sales would not expire it.
+select public.create_order(jsonb_build_array(jsonb_build_object('product_id', id, 'quantity', 1)), 'sumup',
+                           'mon-bound', 'h-bound') is not null as bound_order
+from fx where name = 'tamper' \gset
+update private.stock_levels set next_expiry = 'infinity'
+ where product_id = (select id from fx where name = 'tamper') and location_id = 1;
+select is(
+  (select row(d.next_expiry_late, a.severity, a.detail ->> 'next_expiry')::text
+     from admin.reconciliation_differences d
+     join admin.alerts() a on a.alert = 'reconciliation_difference' and a.subject = d.sku || '@' || d.location
+    where d.sku = 'MON-TAMPER'),
+  row(true, 'critical', 'infinity')::text,
+  'a next_expiry later than an active reservation''s expiry appears in reconciliation_differences and its alert');
 
 -- ============================================================================================================
 -- paid_out_of_stock_orders
