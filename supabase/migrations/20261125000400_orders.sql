@@ -60,7 +60,8 @@ create table public.orders (
   constraint orders_total_is_sum check (total = subtotal + tax),
   constraint orders_refund_within_total check (refunded_amount between 0 and total),
   constraint orders_key_has_hash check ((idempotency_key is null) = (request_hash is null)),
-  constraint orders_paid_has_time check (status not in ('paid', 'paid_out_of_stock', 'fulfilled') or paid_at is not null)
+  -- (the statuses as one array literal: one stored constant, not three; see stock_movements_shape)
+  constraint orders_paid_has_time check (status <> all ('{paid, paid_out_of_stock, fulfilled}') or paid_at is not null)
 );
 comment on table public.orders is
   'Orders: totals computed in SQL, status changed only by engine functions (compare-and-set), audited by trigger.';
