@@ -5,6 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { callOnce, callOnceEarlyRelease, db, flushStartedFromNow, withTx, withTxEarlyRelease } from "../_shared/db.ts";
+import { mapError } from "../_shared/errors.ts";
+import { isWriteAfterClose } from "../_shared/pg-write-after-close.ts";
 import { dbTest } from "./support/shop.ts";
 
 const ctx = { correlationId: "db-test", actor: "service" };
@@ -143,3 +145,46 @@ dbTest(
     assert.ok(waits >= 1 && waits < calls, `expected the ${calls} calls to share flush waits, got ${waits} waits`);
   },
 );
+
+dbTest(
+  "withTx: a connection the database ends mid-transaction fails that request with a 503, and the process and the " +
+    "pool carry on (postgres.js's write after close is contained)",
+  async (sql) => {
+    let pid: number | undefined;
+    const open = withTx(ctx, async (tx) => {
+      const [row] = await tx`select pg_backend_pid() as pid`;
+      pid = row.pid as number;
+      await tx`select pg_sleep(5)`;
+    });
+    while (pid === undefined) await new Promise((r) => setTimeout(r, 20));
+    await sql`select pg_terminate_backend(${pid})`;
+    await assert.rejects(open, (err) => {
+      assert.equal(mapError(err).status, 503);
+      assert.equal(mapError(err).body.error.code, "temporarily_unavailable");
+      return true;
+    });
+    // The driver's ROLLBACK on the dead connection is written from a setImmediate callback: let it run. Unguarded,
+    // it ends this test process with an uncaught TypeError.
+    await new Promise((r) => setTimeout(r, 50));
+    // The next transactions run at once on a new connection. With a pool of one, the connection the driver left
+    // unusable would be the one reopened, and would wait for connect_timeout (5 s) and fail.
+    const started = performance.now();
+    for (let i = 0; i < 3; i++) {
+      const [row] = await withTx(ctx, (tx) => tx`select pg_backend_pid() as pid`);
+      assert.notEqual(row.pid, pid);
+    }
+    assert.ok(performance.now() - started < 2000, `took ${Math.round(performance.now() - started)} ms`);
+  },
+  { DB_POOL_MAX: "1" },
+);
+
+Deno.test("isWriteAfterClose: only the driver's nextWrite TypeError is taken", () => {
+  const driver = new TypeError("Cannot read properties of null (reading 'write')");
+  driver.stack = `${driver.message}\n    at Immediate.nextWrite (file:///cache/npm/registry.npmjs.org/postgres/3.4.9/` +
+    `src/connection.js:255:22)`;
+  assert.equal(isWriteAfterClose(driver), true);
+  const ours = new TypeError("Cannot read properties of null (reading 'write')");
+  ours.stack = `${ours.message}\n    at nextWrite (file:///app/supabase/functions/orders-create/handler.ts:1:1)`;
+  assert.equal(isWriteAfterClose(ours), false);
+  assert.equal(isWriteAfterClose(new Error("nextWrite postgres connection.js")), false);
+});
