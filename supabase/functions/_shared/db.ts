@@ -59,7 +59,9 @@ export function db(): Sql {
   });
   pool = { url, sql };
   // A connection lost mid-transaction must not end the process nor leave a dead connection in the pool.
-  guardWriteAfterClose(retirePool);
+  if (!guardWriteAfterClose(retirePool)) {
+    createLogger({ component: "db" }).warn("db: this runtime refused the write-after-close guard; running without it");
+  }
   return sql;
 }
 

@@ -23,14 +23,21 @@ let onCrash: () => void = () => {};
 /**
  * Installs the guard once per process; `retire` is called on every caught crash (the latest caller's wins, so a
  * reloaded db.ts keeps working). Any other uncaught error is left to the runtime, which still ends the process.
+ * Returns false where the runtime refuses a global listener (some hosted edge runtimes have thrown on
+ * addEventListener): the functions then run as before, without the guard, rather than failing every request.
  */
-export function guardWriteAfterClose(retire: () => void): void {
+export function guardWriteAfterClose(retire: () => void): boolean {
   onCrash = retire;
-  if (installed) return;
+  if (installed) return true;
+  try {
+    globalThis.addEventListener("error", (event: ErrorEvent) => {
+      if (!isWriteAfterClose(event.error)) return;
+      event.preventDefault();
+      onCrash();
+    });
+  } catch {
+    return false;
+  }
   installed = true;
-  globalThis.addEventListener("error", (event: ErrorEvent) => {
-    if (!isWriteAfterClose(event.error)) return;
-    event.preventDefault();
-    onCrash();
-  });
+  return true;
 }

@@ -188,3 +188,18 @@ Deno.test("isWriteAfterClose: only the driver's nextWrite TypeError is taken", (
   assert.equal(isWriteAfterClose(ours), false);
   assert.equal(isWriteAfterClose(new Error("nextWrite postgres connection.js")), false);
 });
+
+Deno.test("guardWriteAfterClose: where the runtime refuses a global listener, the functions run on without it", async () => {
+  // a module instance of its own, not yet installed in this process
+  const guard = await import("../_shared/pg-write-after-close.ts?refused");
+  const original = globalThis.addEventListener;
+  globalThis.addEventListener = () => {
+    throw new TypeError("Illegal invocation");
+  };
+  try {
+    assert.equal(guard.guardWriteAfterClose(() => {}), false);
+  } finally {
+    globalThis.addEventListener = original;
+  }
+  assert.equal(guard.guardWriteAfterClose(() => {}), true);
+});
