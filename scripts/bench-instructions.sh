@@ -5,7 +5,7 @@
 # this. A throwaway cluster (port $BENCH_CG_DB_PORT) gets the migrations and one stocked product, is stopped, and
 # a single-user backend on a copy of it runs N create_orders in a DO loop, committing after each as real orders
 # do, once with N = 30 and once with N = 130: the difference over 100 orders leaves out start-up and the first
-# call's compilation. p_now is fixed, so every run does the same work. Takes about half a minute.
+# call's compilation. p_now is fixed, so every run does the same work. Takes about ten seconds.
 export STACK_NAME=cg
 export DB_PORT="${BENCH_CG_DB_PORT:-54372}"
 . "$(dirname "$0")/lib.sh"
