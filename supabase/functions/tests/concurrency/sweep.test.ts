@@ -2,8 +2,11 @@
  * The expiry sweep while buyers are buying. ARCHITECTURE.md promises two things here:
  *   - invariant 5: "A reservation past expires_at never blocks a sale, even before the sweep has run";
  *   - Performance: the sweep "works in batches ... with skip locked, so it never blocks buyers".
- * Each test builds a long sweep (thousands of lapsed reservations, about 1-3 s here) so that "while the sweep
- * runs" is a wide, deterministic window rather than a lucky interleaving.
+ * "While the sweep runs" must be a wide window on any machine, not a lucky interleaving: how long a sweep of N
+ * reservations takes differs threefold between the VMs this suite has run on (a 2000-row sweep took 417 ms on one
+ * and over 1 s on others). So each sweep ends on a slow tail: the last reservation it releases belongs to a
+ * product whose 'expire' ledger insert sleeps (a trigger the test adds and drops), which keeps the sweep's
+ * transaction open for SLOW_TAIL_MS after it has dealt with everything before it.
  */
 import assert from "node:assert/strict";
 import type postgres from "postgres";
@@ -11,8 +14,9 @@ import { makeProduct, stockOf, testSql } from "../support/shop.ts";
 import { assertInvariants, pool } from "./support.ts";
 
 const FILLER_PRODUCTS = 100;
-const FILLER_ORDERS = 20; // x 100 lines = 2000 lapsed reservations for the sweep to walk, one per batch
-const CRON_BACKLOG_ORDERS = 150; // 15 000 lapsed reservations: several of the cron sweep's batches
+const FILLER_ORDERS = 5; // x 100 lines = 500 lapsed reservations: many batches before the slow tail
+const CRON_BACKLOG_ORDERS = 60; // 6000 lapsed reservations: the cron sweep's batches of 5000 take two
+const SLOW_TAIL_MS = 1000;
 
 function test(name: string, fn: (sql: postgres.Sql, db: postgres.Sql) => Promise<void>) {
   Deno.test({
@@ -27,6 +31,7 @@ function test(name: string, fn: (sql: postgres.Sql, db: postgres.Sql) => Promise
         await fn(sql, db);
         await assertInvariants(sql);
       } finally {
+        await dropSlowTail(sql);
         await db.end();
         await sql.end();
       }
@@ -43,6 +48,27 @@ async function lapsedFiller(sql: postgres.Sql, orders = FILLER_ORDERS) {
     await sql`select public.create_order(${sql.json(items)}::jsonb, 'sumup', ${crypto.randomUUID()}, null, '{}'::jsonb,
                                          null, now() - interval '20 minutes')`;
   }
+}
+
+/**
+ * The sweep's slow tail: one reservation that lapsed after all the others (so it is released last), whose
+ * product's 'expire' ledger row sleeps SLOW_TAIL_MS in an after-insert trigger, inside the sweep's transaction.
+ */
+async function slowTail(sql: postgres.Sql) {
+  const last = await makeProduct(sql, { stock: 1 });
+  await sql`select public.create_order(${sql.json([{ product_id: last.id, quantity: 1 }])}::jsonb, 'sumup',
+                                       ${crypto.randomUUID()}, null, '{}'::jsonb, null, now() - interval '16 minutes')`;
+  await sql`create schema if not exists test_faults`;
+  await sql`create or replace function test_faults.sleep() returns trigger language plpgsql as $$
+            begin perform pg_sleep(tg_argv[0]::float8); return null; end $$`;
+  await sql.unsafe(`create or replace trigger test_slow_tail after insert on private.stock_movements for each row
+                    when (new.product_id = '${last.id}'::uuid and new.reason = 'expire')
+                    execute function test_faults.sleep('${SLOW_TAIL_MS / 1000}')`);
+}
+
+async function dropSlowTail(sql: postgres.Sql) {
+  await sql`drop trigger if exists test_slow_tail on private.stock_movements`;
+  await sql`drop schema if exists test_faults cascade`;
 }
 
 /** The only unit of a product, held by an order whose reservation lapsed 15 minutes ago (first in sweep order). */
@@ -72,6 +98,7 @@ async function clearOfCron(seconds = 12) {
 
 test("sweep: a lapsed reservation does not block a sale while the sweep is running (invariant 5)", async (sql, db) => {
   await lapsedFiller(sql);
+  await slowTail(sql);
   // P: one unit, held by a lapsed reservation. Q: plenty. The buyer wants both; stock rows lock in id order.
   const [p, q] = [await makeProduct(sql, { stock: 1 }), await makeProduct(sql, { stock: 1 })]
     .sort((a, b) => (a.id < b.id ? -1 : 1));
@@ -110,7 +137,7 @@ test("sweep: a lapsed reservation does not block a sale while the sweep is runni
     // P's only unit lapsed 15 minutes ago: the buyer must get it.
     const outcome = await buyer;
     const swept = await sweep;
-    assert.ok(swept.ms > 600, `the sweep took only ${Math.round(swept.ms)} ms: too short to test anything`);
+    assert.ok(swept.ms > SLOW_TAIL_MS, `the sweep took only ${Math.round(swept.ms)} ms: too short to test anything`);
     assert.equal(
       outcome,
       "created",
@@ -131,6 +158,7 @@ test("sweep: a lapsed reservation does not block a sale while the sweep is runni
  */
 async function buyerDuringSweep(sql: postgres.Sql, db: postgres.Sql, sweepSql: string, fillerOrders: number) {
   await lapsedFiller(sql, fillerOrders);
+  await slowTail(sql);
   const p = await makeProduct(sql, { stock: 1 });
   await sql`select public.restock(${p.id}::uuid, 'shop', 5, 'more')`;
   await lapsedLastUnit(sql, p.id);
@@ -160,7 +188,10 @@ async function buyerDuringSweep(sql: postgres.Sql, db: postgres.Sql, sweepSql: s
                                         ${crypto.randomUUID()}, null)`;
     const buyerDone = performance.now() - started;
     await sweep;
-    assert.ok(sweepDone - buyerStart > 100, `the sweep had only ${Math.round(sweepDone - buyerStart)} ms left`);
+    assert.ok(
+      sweepDone - buyerStart > SLOW_TAIL_MS / 2,
+      `the sweep had only ${Math.round(sweepDone - buyerStart)} ms left`,
+    );
     assert.ok(
       buyerDone < sweepDone,
       `the buyer of a product the sweep had reached (at ${Math.round(buyerStart)} ms) finished at ` +
