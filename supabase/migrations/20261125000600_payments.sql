@@ -207,6 +207,44 @@ revoke all on function public.mark_paid(uuid, text, text, bigint, text, timestam
 grant execute on function public.mark_paid(uuid, text, text, bigint, text, timestamptz) to service_role;
 
 -- ============================================================================================================
+-- mark_paid_for_event
+-- ============================================================================================================
+-- Why: a provider's payment event and its effect as ONE statement: record_payment_event, then mark_paid only the
+-- first time the event is seen ({"duplicate": true} otherwise, changing nothing; a concurrent duplicate waits on
+-- the event's key, then sees it). The doors send it as one round trip (db.ts callOnce), so the stock rows mark_paid
+-- locks, a hot product's among them, are released by the commit that ends the statement, never held while the
+-- function's event loop gets round to sending the next statement and COMMIT (BENCHMARKS.md: buyers of that product
+-- waited on it during a sale). An error from mark_paid ends the statement: the event is not recorded either, and a
+-- redelivery meets the same answer.
+create function public.mark_paid_for_event(
+  p_provider text,
+  p_event_id text,
+  p_event_type text,
+  p_order_id uuid,
+  p_provider_ref text,
+  p_amount bigint,
+  p_currency text,
+  p_now timestamptz default now()
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if not public.record_payment_event(p_provider, p_event_id, p_event_type, p_order_id) then
+    return jsonb_build_object('duplicate', true);
+  end if;
+  return public.mark_paid(p_order_id, p_provider, p_provider_ref, p_amount, p_currency, p_now);
+end
+$$;
+
+revoke all on function public.mark_paid_for_event(text, text, text, uuid, text, bigint, text, timestamptz)
+  from public, anon, authenticated;
+grant execute on function public.mark_paid_for_event(text, text, text, uuid, text, bigint, text, timestamptz)
+  to service_role;
+
+-- ============================================================================================================
 -- allocate_paid_order
 -- ============================================================================================================
 -- Why: the other way out of paid_out_of_stock (besides a refund): once stock is back (restock), an operator gives

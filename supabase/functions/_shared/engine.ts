@@ -52,6 +52,30 @@ export interface MarkPaidResult {
   order: Order;
 }
 
+/** A provider's payment event: its id and type, and the payment it reports. */
+export interface PaymentEvent {
+  provider: "stripe" | "sumup";
+  id: string;
+  type: string;
+  orderId: string;
+  ref: string;
+  amount: number;
+  currency: string;
+}
+
+/**
+ * Records the event and, the first time it is seen, marks its order paid, in one statement (mark_paid_for_event):
+ * `{ duplicate: true }` for a redelivery, else {@link MarkPaidResult}. For callOnce, so the stock rows the payment
+ * locks are free at the statement's own commit.
+ */
+export function markPaidForEventCall(sql: Sql, event: PaymentEvent): Fragment {
+  return sql`public.mark_paid_for_event(${event.provider}, ${event.id}, ${event.type}, ${event.orderId}::uuid,
+    ${event.ref}, ${event.amount}::bigint, ${event.currency})`;
+}
+
+/** What {@link markPaidForEventCall} answers. */
+export type MarkPaidForEventResult = { duplicate: true } | MarkPaidResult;
+
 /** Marks the order paid if amount and currency match (the engine checks); deducts stock once. */
 export async function markPaid(
   tx: Tx,
@@ -87,6 +111,16 @@ export async function allocatePaidOrder(
   note: string | null,
 ): Promise<{ result: "allocated" | "already_allocated"; order: Order }> {
   return single(await tx`select public.allocate_paid_order(${orderId}::uuid, ${note}) as result`);
+}
+
+/** {@link recordPaymentEvent} as one statement of its own, for callOnce (an event recorded without an effect). */
+export function recordPaymentEventCall(
+  sql: Sql,
+  event: { provider: "stripe" | "sumup"; id: string; type: string; orderId?: string | null },
+): Fragment {
+  return sql`public.record_payment_event(${event.provider}, ${event.id}, ${event.type}, ${
+    event.orderId ?? null
+  }::uuid)`;
 }
 
 /** True the first time (provider, event id) is seen; call it in the transaction of the event's effect. */

@@ -1,10 +1,19 @@
 /**
  * stripe-webhook: Stripe's events about our Checkout Sessions and charges. The signature is checked on the raw
  * body first (400 and nothing changed when it fails); then the event is recorded and its effect applied in ONE
- * transaction, so an event is acted on exactly once however often Stripe delivers it, and in whatever order.
+ * transaction, so an event is acted on exactly once however often Stripe delivers it, and in whatever order. A
+ * payment is that transaction as one statement (mark_paid_for_event), so the stock rows it deducts from are free
+ * at its commit instead of waiting on this function's next round trip.
  */
-import { type Tx, withTxEarlyRelease } from "../_shared/db.ts";
-import { cancelOrder, markPaid, recordPaymentEvent, recordRefund } from "../_shared/engine.ts";
+import { callOnce, callOnceEarlyRelease, type Tx, type TxContext, withTxEarlyRelease } from "../_shared/db.ts";
+import {
+  cancelOrder,
+  markPaidForEventCall,
+  type MarkPaidForEventResult,
+  recordPaymentEvent,
+  recordPaymentEventCall,
+  recordRefund,
+} from "../_shared/engine.ts";
 import { AppError, engineErrorCode } from "../_shared/errors.ts";
 import { json, serve } from "../_shared/http.ts";
 import type { Logger } from "../_shared/log.ts";
@@ -16,10 +25,19 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** What an event does to its order, run inside the event's transaction. */
 type Effect = (tx: Tx) => Promise<Record<string, unknown>>;
 
-/** An event's order (if it names one) and effect (null: recorded only). */
+/** A payment an event reports, applied by mark_paid_for_event rather than as an {@link Effect}. */
+interface Payment {
+  orderId: string;
+  ref: string;
+  amount: number;
+  currency: string;
+}
+
+/** An event's order (if it names one) and effect (null: recorded only), or the payment it reports. */
 interface Plan {
   orderId: string | null;
   effect: Effect | null;
+  payment?: Payment;
   /** Why there is no effect, for the log and the answer. */
   skip?: string;
 }
@@ -37,17 +55,14 @@ function sessionOrderId(session: Stripe.Checkout.Session): string | null {
   return uuidOrNull(session.metadata?.order_id) ?? uuidOrNull(session.client_reference_id);
 }
 
-/** Marks the session's order paid; the engine checks amount and currency against the order. */
-function payEffect(orderId: string, session: Stripe.Checkout.Session): Effect {
-  return async (tx) => {
-    const paid = await markPaid(tx, orderId, {
-      provider: "stripe",
-      // The PaymentIntent is what later charge and refund events point to.
-      ref: idOf(session.payment_intent) ?? session.id,
-      amount: session.amount_total ?? -1,
-      currency: (session.currency ?? "").toUpperCase(),
-    });
-    return { result: paid.result, status: paid.order.status };
+/** The session's payment; the engine checks amount and currency against the order. */
+function sessionPayment(orderId: string, session: Stripe.Checkout.Session): Payment {
+  return {
+    orderId,
+    // The PaymentIntent is what later charge and refund events point to.
+    ref: idOf(session.payment_intent) ?? session.id,
+    amount: session.amount_total ?? -1,
+    currency: (session.currency ?? "").toUpperCase(),
   };
 }
 
@@ -91,13 +106,13 @@ function plan(event: Stripe.Event): Plan {
       // Delayed methods (SEPA, bank transfer) complete the session unpaid; their outcome comes as
       // async_payment_succeeded / _failed.
       if (session.payment_status !== "paid") return { orderId, effect: null, skip: "payment_pending" };
-      return { orderId, effect: payEffect(orderId, session) };
+      return { orderId, effect: null, payment: sessionPayment(orderId, session) };
     }
     case "checkout.session.async_payment_succeeded": {
       const session = event.data.object;
       const orderId = sessionOrderId(session);
       return orderId
-        ? { orderId, effect: payEffect(orderId, session) }
+        ? { orderId, effect: null, payment: sessionPayment(orderId, session) }
         : { orderId, effect: null, skip: "not_our_session" };
     }
     case "checkout.session.async_payment_failed":
@@ -140,18 +155,52 @@ async function applyEffect(tx: Tx, effect: Effect, log: Logger): Promise<Record<
   try {
     return await tx.savepoint((sp) => effect(sp)) as Record<string, unknown>;
   } catch (err) {
-    const code = engineErrorCode(err);
-    if (code === "invalid_transition" || code === "order_not_found") {
-      log.warn("event not applicable to the order", { reason: code });
-      return { ignored: code };
-    }
-    if (code === "invalid_request") {
-      // The event can never apply (e.g. it names an in-store order): redelivery would not help, so record it,
-      // and log loudly since it may as well be our bug.
-      log.error("engine refused the event", { reason: (err as Error).message });
-      return { ignored: code };
-    }
-    throw err;
+    return { ignored: notApplicable(err, log) };
+  }
+}
+
+/**
+ * The engine's refusal as the `ignored` reason when redelivering the event cannot change it (the order is already
+ * paid when a late "expired" arrives, it is not ours, it is an in-store order); rethrows anything else.
+ */
+function notApplicable(err: unknown, log: Logger): string {
+  const code = engineErrorCode(err);
+  if (code === "invalid_transition" || code === "order_not_found") {
+    log.warn("event not applicable to the order", { reason: code });
+    return code;
+  }
+  if (code === "invalid_request") {
+    // The event can never apply (e.g. it names an in-store order): redelivery would not help, so record it,
+    // and log loudly since it may as well be our bug.
+    log.error("engine refused the event", { reason: (err as Error).message });
+    return code;
+  }
+  throw err;
+}
+
+/**
+ * A payment event, recorded and applied in one statement (mark_paid_for_event). A refusal that redelivery cannot
+ * change rolls that statement back; the event is then recorded on its own and answered 200, as applyEffect does
+ * under its savepoint, so Stripe stops redelivering. Anything else leaves the event unrecorded for Stripe to retry.
+ */
+async function applyPayment(
+  ctx: TxContext,
+  event: Stripe.Event,
+  payment: Payment,
+  log: Logger,
+): Promise<Record<string, unknown>> {
+  const recorded = { provider: "stripe", id: event.id, type: event.type, orderId: payment.orderId } as const;
+  try {
+    const paid = await callOnceEarlyRelease<MarkPaidForEventResult>(
+      ctx,
+      (sql) => markPaidForEventCall(sql, { ...recorded, ...payment }),
+    );
+    if ("duplicate" in paid) return { duplicate: true };
+    return { result: paid.result, status: paid.order.status };
+  } catch (err) {
+    const ignored = notApplicable(err, log);
+    const first = await callOnce<boolean>(ctx, (sql) => recordPaymentEventCall(sql, recorded));
+    return first ? { ignored } : { duplicate: true };
   }
 }
 
@@ -175,15 +224,18 @@ const framed = serve({ name: "stripe-webhook", methods: ["POST"] }, async (req, 
   }
 
   const log = ctx.log.child({ event_id: event.id, event_type: event.type });
-  const { orderId, effect, skip } = plan(event);
+  const { orderId, effect, payment, skip } = plan(event);
   // Early lock release (as orders-create): the stock rows a payment or a cancel changes are free at its commit;
   // Stripe hears 200 only once that commit is on disk.
-  const outcome = await withTxEarlyRelease({ correlationId: ctx.correlationId, actor: "stripe" }, async (tx) => {
-    const first = await recordPaymentEvent(tx, { provider: "stripe", id: event.id, type: event.type, orderId });
-    if (!first) return { duplicate: true };
-    if (!effect) return { ignored: skip };
-    return await applyEffect(tx, effect, log);
-  });
+  const txCtx: TxContext = { correlationId: ctx.correlationId, actor: "stripe" };
+  const outcome = payment
+    ? await applyPayment(txCtx, event, payment, log)
+    : await withTxEarlyRelease(txCtx, async (tx) => {
+      const first = await recordPaymentEvent(tx, { provider: "stripe", id: event.id, type: event.type, orderId });
+      if (!first) return { duplicate: true };
+      if (!effect) return { ignored: skip };
+      return await applyEffect(tx, effect, log);
+    });
   log.info("stripe event processed", { order_id: orderId, ...outcome });
   const answer: StripeWebhookResponse = { received: true, ...outcome };
   return json(answer);

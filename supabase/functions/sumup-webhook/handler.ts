@@ -4,13 +4,14 @@
  * that checkout from SumUp's API with our key and marks the order paid only when SumUp itself says PAID for a
  * checkout whose reference is one of our orders; mark_paid compares amount and currency with the order.
  *
- * The payment is recorded once (payment event `<checkout id>:PAID`) in the same transaction as mark_paid, so a
- * retried or repeated notification changes nothing. Answers: 2xx whenever retrying cannot change the outcome
+ * The payment is recorded once (payment event `<checkout id>:PAID`) in the same statement as mark_paid
+ * (mark_paid_for_event), so a retried or repeated notification changes nothing, and the order's stock rows are
+ * free again as soon as that statement commits. Answers: 2xx whenever retrying cannot change the outcome
  * (irrelevant event, unknown checkout, not paid, unknown order, duplicate); 400 for a body that is not a
  * notification; 502 when SumUp's API cannot be reached, so SumUp delivers the notification again later.
  */
-import { withTxEarlyRelease } from "../_shared/db.ts";
-import { markPaid, recordPaymentEvent } from "../_shared/engine.ts";
+import { callOnceEarlyRelease } from "../_shared/db.ts";
+import { markPaidForEventCall, type MarkPaidForEventResult } from "../_shared/engine.ts";
 import { sumupConfig } from "../_shared/env.ts";
 import { engineErrorCode, invalidRequest } from "../_shared/errors.ts";
 import { json, readJson, serve } from "../_shared/http.ts";
@@ -82,21 +83,25 @@ const framed = serve({ name: "sumup-webhook", methods: ["POST"] }, async (req, c
 
   let outcome: SumUpWebhookOutcome;
   try {
-    // Early lock release (as orders-create): SumUp hears 200 only once the payment is on disk.
-    outcome = await withTxEarlyRelease({ correlationId: ctx.correlationId, actor: "sumup" }, async (tx) => {
-      // Keyed by checkout and status, whichever event format brought it: one paid checkout, one payment.
-      const fresh = await recordPaymentEvent(tx, {
-        provider: "sumup",
-        id: `${checkout.id}:PAID`,
-        type: note.event_type,
-        orderId,
-      });
-      if (!fresh) return "duplicate";
-      return (await markPaid(tx, orderId, { provider: "sumup", ref: paymentRef, amount, currency })).result;
-    });
+    // Early lock release (as orders-create): SumUp hears 200 only once the payment is on disk. Keyed by checkout
+    // and status, whichever event format brought it: one paid checkout, one payment.
+    const paid = await callOnceEarlyRelease<MarkPaidForEventResult>(
+      { correlationId: ctx.correlationId, actor: "sumup" },
+      (sql) =>
+        markPaidForEventCall(sql, {
+          provider: "sumup",
+          id: `${checkout.id}:PAID`,
+          type: note.event_type,
+          orderId,
+          ref: paymentRef,
+          amount,
+          currency,
+        }),
+    );
+    outcome = "duplicate" in paid ? "duplicate" : paid.result;
   } catch (err) {
     const code = engineErrorCode(err);
-    // mark_paid found no such order; the payment event recorded before it is rolled back with it.
+    // mark_paid found no such order; the payment event is not recorded either (one statement).
     if (code === "order_not_found") {
       log.warn("paid sumup checkout references no order", { order_id: orderId });
       return ack("unknown_reference");

@@ -304,6 +304,21 @@ test("an event naming an unknown order is acknowledged (Stripe would retry it fo
   assert.deepEqual(res.body, { received: true, ignored: "order_not_found" });
 });
 
+test("a refused payment event is recorded once and ignored; a redelivery answers duplicate", async () => {
+  // An in-store order named by a Stripe session: mark_paid refuses it (invalid_request), and no retry can change that.
+  const product = await makeProduct(sql, { price: 1000, taxBp: 1900, stock: 5 });
+  const till = await makeOrder(sql, [{ product_id: product.id, quantity: 1 }], { method: "sumup" });
+  const f = { ...(await stripeOrder()), order: till };
+  const event = sessionEvent("checkout.session.completed", f);
+  const first = await deliver(event);
+  assert.deepEqual(first, { status: 200, body: { received: true, ignored: "invalid_request" } });
+  assert.ok(await eventRecorded(event.id), "the refused event is recorded, so Stripe's redeliveries stop there");
+  const again = await deliver(event);
+  assert.deepEqual(again, { status: 200, body: { received: true, duplicate: true } });
+  const [row] = await sql`select status from public.orders where id = ${till.id}::uuid`;
+  assert.equal(row.status, "awaiting_instore_payment");
+});
+
 test("405 for GET", async () => {
   const res = await handler(new Request("http://functions.local/functions/v1/stripe-webhook"));
   assert.equal(res.status, 405);

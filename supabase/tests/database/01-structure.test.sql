@@ -151,7 +151,7 @@ select is(
         where n.nspname in ('public', 'private') and p.prosecdef
         order by 1),
   array['adjust_stock', 'allocate_paid_order', 'attach_checkout', 'cancel_order', 'create_order', 'expire_reservations', 'list_products',
-        'mark_fulfilled', 'mark_paid', 'rate_limit_hit', 'record_payment_event', 'record_refund',
+        'mark_fulfilled', 'mark_paid', 'mark_paid_for_event', 'rate_limit_hit', 'record_payment_event', 'record_refund',
         'record_refund_total', 'restock', 'wait_for_flush'],
   'only the public entry points that reach private tables are security definer');
 

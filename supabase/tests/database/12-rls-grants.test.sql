@@ -47,6 +47,8 @@ insert into script values
   ('list_products', $$select public.list_products(null, 5)$$),
   ('create_order', format($$select public.create_order(%L, 'sumup', null, null)$$, jsonb_build_array(pg_temp.line(:'on_sale', 1)))),
   ('mark_paid', format($$select public.mark_paid(%L, 'stripe', 'pi', 1190, 'EUR')$$, :'alice_order')),
+  ('mark_paid_for_event', format($$select public.mark_paid_for_event('stripe', 'evt_probe', 'x', %L, 'pi', 1190, 'EUR')$$,
+                                 :'alice_order')),
   ('cancel_order', format($$select public.cancel_order(%L, 'x')$$, :'bob_order')),
   ('expire_reservations', $$select public.expire_reservations()$$),
   ('restock', format($$select public.restock(%L, 'shop', 100)$$, :'on_sale')),
@@ -104,7 +106,7 @@ select is(
   'rls_anon_orders: anon sees no order and no line, and get_order answers null');
 select is(
   (select array_agg(distinct outcome) from probes where who = 'anon'
-   and what in ('create_order', 'mark_paid', 'cancel_order', 'expire_reservations', 'restock')),
+   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'cancel_order', 'expire_reservations', 'restock')),
   array['42501'],
   'grants_anon_functions: anon may not call any engine function that changes data');
 select is(
@@ -130,7 +132,7 @@ select is(
   'rls_customer_catalogue: a customer reads only the product on sale');
 select is(
   (select array_agg(distinct outcome) from probes where who = 'alice'
-   and what in ('create_order', 'mark_paid', 'cancel_order', 'expire_reservations', 'restock')),
+   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'cancel_order', 'expire_reservations', 'restock')),
   array['42501'],
   'grants_customer_functions: a signed-in customer may not call any engine function that changes data');
 select is(
@@ -149,7 +151,8 @@ select is(
   'rls_staff: staff read every order and line, and the products taken off sale too');
 select is(
   (select array_agg(distinct outcome) from probes where who = 'staff'
-   and what in ('create_order', 'mark_paid', 'restock', 'update_order', 'private_stock', 'admin_view')),
+   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'restock', 'update_order', 'private_stock',
+                'admin_view')),
   array['42501'],
   'grants_staff: staff read more, but write nothing and reach neither private nor admin directly');
 

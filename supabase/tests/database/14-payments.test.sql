@@ -2,7 +2,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(24);
+select plan(29);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -22,6 +22,30 @@ select is(public.record_payment_event('sumup', 'evt_1', 'CHECKOUT_STATUS_CHANGED
 select throws_ok($$select public.record_payment_event('paypal', 'x', 'y')$$, 'SH400',
   'invalid_request: provider must be sumup or stripe',
   'payment_event_bad_provider: an unknown provider is refused');
+
+-- ---- mark_paid_for_event: the event and its payment in one statement -----------------------------------------------
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'p', 1)), 'sumup', 'misc-e', 'h')) as e \gset
+select is(
+  public.mark_paid_for_event('sumup', 'co_e:PAID', 'CHECKOUT_STATUS_CHANGED', :'e', 'TX-E', 1190, 'EUR') ->> 'result',
+  'paid',
+  'paid_for_event_first: the first delivery records the event and pays the order');
+select is(
+  (select format('%s %s', count(*), min(m.delta_on_hand)) from private.stock_movements m
+   where m.order_id = :'e' and m.reason = 'fulfil'),
+  '1 -1',
+  'paid_for_event_deducts: its stock is deducted once');
+select is(
+  public.mark_paid_for_event('sumup', 'co_e:PAID', 'CHECKOUT_STATUS_CHANGED', :'e', 'TX-E', 1190, 'EUR'),
+  '{"duplicate": true}'::jsonb,
+  'paid_for_event_duplicate: a redelivery answers duplicate and calls nothing');
+select throws_ok(
+  $$select public.mark_paid_for_event('sumup', 'co_x:PAID', 'x', 'f0000000-0000-4000-8000-00000000dead', 'TX', 1, 'EUR')$$,
+  'SH402', 'order_not_found: f0000000-0000-4000-8000-00000000dead',
+  'paid_for_event_unknown_order: mark_paid''s refusal ends the statement');
+select is(
+  (select count(*)::int from private.payment_events where provider = 'sumup' and event_id = 'co_x:PAID'),
+  0,
+  'paid_for_event_refused_unrecorded: a refused payment leaves its event unrecorded, so a redelivery is answered again');
 
 -- ---- attach_checkout -----------------------------------------------------------------------------------------------
 select is(
