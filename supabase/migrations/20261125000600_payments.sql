@@ -245,6 +245,38 @@ grant execute on function public.mark_paid_for_event(text, text, text, uuid, tex
   to service_role;
 
 -- ============================================================================================================
+-- cancel_order_for_event
+-- ============================================================================================================
+-- Why: a provider's event that cancels its order (Stripe: checkout session expired, async payment failed), as ONE
+-- statement, for the reason mark_paid_for_event is one: record_payment_event, then cancel_order only the first time
+-- the event is seen ({"duplicate": true} otherwise), so the stock rows the cancel releases are free at the
+-- statement's own commit. An error from cancel_order ends the statement with the event unrecorded.
+create function public.cancel_order_for_event(
+  p_provider text,
+  p_event_id text,
+  p_event_type text,
+  p_order_id uuid,
+  p_reason text,
+  p_now timestamptz default now()
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if not public.record_payment_event(p_provider, p_event_id, p_event_type, p_order_id) then
+    return jsonb_build_object('duplicate', true);
+  end if;
+  return public.cancel_order(p_order_id, p_reason, p_now);
+end
+$$;
+
+revoke all on function public.cancel_order_for_event(text, text, text, uuid, text, timestamptz)
+  from public, anon, authenticated;
+grant execute on function public.cancel_order_for_event(text, text, text, uuid, text, timestamptz) to service_role;
+
+-- ============================================================================================================
 -- allocate_paid_order
 -- ============================================================================================================
 -- Why: the other way out of paid_out_of_stock (besides a refund): once stock is back (restock), an operator gives

@@ -73,8 +73,11 @@ export function markPaidForEventCall(sql: Sql, event: PaymentEvent): Fragment {
     ${event.ref}, ${event.amount}::bigint, ${event.currency})`;
 }
 
+/** What an `..._for_event` call answers: `{ duplicate: true }` for an event already seen, else the effect's answer. */
+export type ForEvent<T> = { duplicate: true } | T;
+
 /** What {@link markPaidForEventCall} answers. */
-export type MarkPaidForEventResult = { duplicate: true } | MarkPaidResult;
+export type MarkPaidForEventResult = ForEvent<MarkPaidResult>;
 
 /** Marks the order paid if amount and currency match (the engine checks); deducts stock once. */
 export async function markPaid(
@@ -88,6 +91,12 @@ export async function markPaid(
   );
 }
 
+/** What cancel_order answers. */
+export interface CancelResult {
+  result: "cancelled" | "already_cancelled" | "kept_checkout";
+  order: Order;
+}
+
 /**
  * Cancels an unpaid order and releases its stock; SH410 from a paid one. `keepIfCheckout`: leave an order that
  * has a provider checkout attached as it is (result `kept_checkout`).
@@ -97,11 +106,33 @@ export async function cancelOrder(
   orderId: string,
   reason: string,
   opts: { keepIfCheckout?: boolean } = {},
-): Promise<{ result: "cancelled" | "already_cancelled" | "kept_checkout"; order: Order }> {
+): Promise<CancelResult> {
   return single(
     await tx`select public.cancel_order(${orderId}::uuid, ${reason}, now(), ${opts.keepIfCheckout ?? false})
              as result`,
   );
+}
+
+/** {@link cancelOrder} as one statement of its own, for callOnce: the stock rows it releases are free at its commit. */
+export function cancelOrderCall(
+  sql: Sql,
+  orderId: string,
+  reason: string,
+  opts: { keepIfCheckout?: boolean } = {},
+): Fragment {
+  return sql`public.cancel_order(${orderId}::uuid, ${reason}, now(), ${opts.keepIfCheckout ?? false})`;
+}
+
+/**
+ * Records the event and, the first time it is seen, cancels its order, in one statement (cancel_order_for_event):
+ * `ForEvent<CancelResult>`. For callOnce, so the stock rows the cancel releases are free at its own commit.
+ */
+export function cancelOrderForEventCall(
+  sql: Sql,
+  event: { provider: "stripe" | "sumup"; id: string; type: string; orderId: string; reason: string },
+): Fragment {
+  return sql`public.cancel_order_for_event(${event.provider}, ${event.id}, ${event.type}, ${event.orderId}::uuid,
+    ${event.reason})`;
 }
 
 /** Gives a paid_out_of_stock order its goods once stock is back; SH409 while short, SH410 from other states. */

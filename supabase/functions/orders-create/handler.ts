@@ -4,11 +4,12 @@
  * configured, a SumUp checkout (in store). The same Idempotency-Key and body always lead to the same order.
  */
 import { authenticate, type Caller } from "../_shared/auth.ts";
-import { callOnce, callOnceEarlyRelease, withTx, withTxEarlyRelease } from "../_shared/db.ts";
+import { callOnce, callOnceEarlyRelease, withTx } from "../_shared/db.ts";
 import {
   attachCheckout,
-  cancelOrder,
+  cancelOrderCall,
   cancelReason,
+  type CancelResult,
   type CreatedOrder,
   createOrderCall,
   type Order,
@@ -110,9 +111,9 @@ async function openStripeCheckout(
     // Release the stock now rather than leave it reserved until the sweep; but a concurrent request with the same
     // Idempotency-Key may have opened and attached its session meanwhile: that order stands. The engine decides
     // under the order's lock, so the two cannot cross.
-    const cancelled = await withTxEarlyRelease(
+    const cancelled = await callOnceEarlyRelease<CancelResult>(
       txCtx,
-      (tx) => cancelOrder(tx, order.id, reason, { keepIfCheckout: true }),
+      (sql) => cancelOrderCall(sql, order.id, reason, { keepIfCheckout: true }),
     )
       .catch((cancelErr) => {
         ctx.log.error("cancelling after a provider failure failed", {

@@ -2,14 +2,24 @@
  * stripe-webhook: Stripe's events about our Checkout Sessions and charges. The signature is checked on the raw
  * body first (400 and nothing changed when it fails); then the event is recorded and its effect applied in ONE
  * transaction, so an event is acted on exactly once however often Stripe delivers it, and in whatever order. A
- * payment is that transaction as one statement (mark_paid_for_event), so the stock rows it deducts from are free
- * at its commit instead of waiting on this function's next round trip.
+ * payment or a cancel is that transaction as one statement (mark_paid_for_event, cancel_order_for_event), so the
+ * stock rows it changes are free at its commit instead of waiting on this function's next round trips.
  */
-import { callOnce, callOnceEarlyRelease, type Tx, type TxContext, withTxEarlyRelease } from "../_shared/db.ts";
 import {
-  cancelOrder,
+  callOnce,
+  callOnceEarlyRelease,
+  type Fragment,
+  type Sql,
+  type Tx,
+  type TxContext,
+  withTxEarlyRelease,
+} from "../_shared/db.ts";
+import {
+  cancelOrderForEventCall,
+  type CancelResult,
+  type ForEvent,
   markPaidForEventCall,
-  type MarkPaidForEventResult,
+  type MarkPaidResult,
   recordPaymentEvent,
   recordPaymentEventCall,
   recordRefund,
@@ -25,19 +35,17 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** What an event does to its order, run inside the event's transaction. */
 type Effect = (tx: Tx) => Promise<Record<string, unknown>>;
 
-/** A payment an event reports, applied by mark_paid_for_event rather than as an {@link Effect}. */
-interface Payment {
-  orderId: string;
-  ref: string;
-  amount: number;
-  currency: string;
-}
+/**
+ * What an event does to its order as one engine call that records the event too (an `..._for_event` function):
+ * a payment or a cancel, whose stock rows must not wait on this function's round trips.
+ */
+type EventCall = (sql: Sql) => Fragment;
 
-/** An event's order (if it names one) and effect (null: recorded only), or the payment it reports. */
+/** An event's order (if it names one) and its effect, or its one-statement call (neither: recorded only). */
 interface Plan {
   orderId: string | null;
-  effect: Effect | null;
-  payment?: Payment;
+  effect?: Effect;
+  call?: EventCall;
   /** Why there is no effect, for the log and the answer. */
   skip?: string;
 }
@@ -55,22 +63,30 @@ function sessionOrderId(session: Stripe.Checkout.Session): string | null {
   return uuidOrNull(session.metadata?.order_id) ?? uuidOrNull(session.client_reference_id);
 }
 
-/** The session's payment; the engine checks amount and currency against the order. */
-function sessionPayment(orderId: string, session: Stripe.Checkout.Session): Payment {
-  return {
-    orderId,
-    // The PaymentIntent is what later charge and refund events point to.
-    ref: idOf(session.payment_intent) ?? session.id,
-    amount: session.amount_total ?? -1,
-    currency: (session.currency ?? "").toUpperCase(),
-  };
+/** Pays the session's order; the engine checks amount and currency against the order. */
+function payCall(event: Stripe.Event, orderId: string, session: Stripe.Checkout.Session): EventCall {
+  return (sql) =>
+    markPaidForEventCall(sql, {
+      provider: "stripe",
+      id: event.id,
+      type: event.type,
+      orderId,
+      // The PaymentIntent is what later charge and refund events point to.
+      ref: idOf(session.payment_intent) ?? session.id,
+      amount: session.amount_total ?? -1,
+      currency: (session.currency ?? "").toUpperCase(),
+    });
 }
 
-function cancelEffect(orderId: string, reason: string): Effect {
-  return async (tx) => {
-    const cancelled = await cancelOrder(tx, orderId, reason);
-    return { result: cancelled.result, status: cancelled.order.status };
-  };
+function cancelCall(event: Stripe.Event, orderId: string): EventCall {
+  return (sql) =>
+    cancelOrderForEventCall(sql, {
+      provider: "stripe",
+      id: event.id,
+      type: event.type,
+      orderId,
+      reason: `stripe:${event.type}`,
+    });
 }
 
 /** A refunded charge's order: its metadata (copied from our PaymentIntent), else the stored payment ref. */
@@ -102,25 +118,21 @@ function plan(event: Stripe.Event): Plan {
     case "checkout.session.completed": {
       const session = event.data.object;
       const orderId = sessionOrderId(session);
-      if (!orderId) return { orderId, effect: null, skip: "not_our_session" };
+      if (!orderId) return { orderId, skip: "not_our_session" };
       // Delayed methods (SEPA, bank transfer) complete the session unpaid; their outcome comes as
       // async_payment_succeeded / _failed.
-      if (session.payment_status !== "paid") return { orderId, effect: null, skip: "payment_pending" };
-      return { orderId, effect: null, payment: sessionPayment(orderId, session) };
+      if (session.payment_status !== "paid") return { orderId, skip: "payment_pending" };
+      return { orderId, call: payCall(event, orderId, session) };
     }
     case "checkout.session.async_payment_succeeded": {
       const session = event.data.object;
       const orderId = sessionOrderId(session);
-      return orderId
-        ? { orderId, effect: null, payment: sessionPayment(orderId, session) }
-        : { orderId, effect: null, skip: "not_our_session" };
+      return orderId ? { orderId, call: payCall(event, orderId, session) } : { orderId, skip: "not_our_session" };
     }
     case "checkout.session.async_payment_failed":
     case "checkout.session.expired": {
       const orderId = sessionOrderId(event.data.object);
-      return orderId
-        ? { orderId, effect: cancelEffect(orderId, `stripe:${event.type}`) }
-        : { orderId, effect: null, skip: "not_our_session" };
+      return orderId ? { orderId, call: cancelCall(event, orderId) } : { orderId, skip: "not_our_session" };
     }
     case "charge.refunded": {
       const charge = event.data.object;
@@ -142,14 +154,14 @@ function plan(event: Stripe.Event): Plan {
       };
     }
     default:
-      return { orderId: null, effect: null, skip: "unhandled_type" };
+      return { orderId: null, skip: "unhandled_type" };
   }
 }
 
 /**
- * Applies the effect under a savepoint: the engine refusing it for a reason that a retry cannot change (the
- * order is already paid when a late "expired" arrives, or it is not ours) keeps the event recorded and
- * answers 200, so Stripe stops redelivering; anything else rolls the whole event back for Stripe to retry.
+ * Applies the effect (a refund) under a savepoint: the engine refusing it for a reason that a retry cannot change
+ * keeps the event recorded and answers 200, so Stripe stops redelivering; anything else rolls the whole event back
+ * for Stripe to retry.
  */
 async function applyEffect(tx: Tx, effect: Effect, log: Logger): Promise<Record<string, unknown>> {
   try {
@@ -179,27 +191,27 @@ function notApplicable(err: unknown, log: Logger): string {
 }
 
 /**
- * A payment event, recorded and applied in one statement (mark_paid_for_event). A refusal that redelivery cannot
- * change rolls that statement back; the event is then recorded on its own and answered 200, as applyEffect does
- * under its savepoint, so Stripe stops redelivering. Anything else leaves the event unrecorded for Stripe to retry.
+ * An event whose effect is one statement that records it too (an `..._for_event` call). A refusal that redelivery
+ * cannot change rolls that statement back; the event is then recorded on its own and answered 200, as applyEffect
+ * does under its savepoint, so Stripe stops redelivering. Anything else leaves the event unrecorded for a retry.
  */
-async function applyPayment(
+async function applyEventCall(
   ctx: TxContext,
   event: Stripe.Event,
-  payment: Payment,
+  orderId: string | null,
+  call: EventCall,
   log: Logger,
 ): Promise<Record<string, unknown>> {
-  const recorded = { provider: "stripe", id: event.id, type: event.type, orderId: payment.orderId } as const;
   try {
-    const paid = await callOnceEarlyRelease<MarkPaidForEventResult>(
-      ctx,
-      (sql) => markPaidForEventCall(sql, { ...recorded, ...payment }),
-    );
-    if ("duplicate" in paid) return { duplicate: true };
-    return { result: paid.result, status: paid.order.status };
+    const done = await callOnceEarlyRelease<ForEvent<MarkPaidResult | CancelResult>>(ctx, call);
+    if ("duplicate" in done) return { duplicate: true };
+    return { result: done.result, status: done.order.status };
   } catch (err) {
     const ignored = notApplicable(err, log);
-    const first = await callOnce<boolean>(ctx, (sql) => recordPaymentEventCall(sql, recorded));
+    const first = await callOnce<boolean>(
+      ctx,
+      (sql) => recordPaymentEventCall(sql, { provider: "stripe", id: event.id, type: event.type, orderId }),
+    );
     return first ? { ignored } : { duplicate: true };
   }
 }
@@ -224,12 +236,12 @@ const framed = serve({ name: "stripe-webhook", methods: ["POST"] }, async (req, 
   }
 
   const log = ctx.log.child({ event_id: event.id, event_type: event.type });
-  const { orderId, effect, payment, skip } = plan(event);
+  const { orderId, effect, call, skip } = plan(event);
   // Early lock release (as orders-create): the stock rows a payment or a cancel changes are free at its commit;
   // Stripe hears 200 only once that commit is on disk.
   const txCtx: TxContext = { correlationId: ctx.correlationId, actor: "stripe" };
-  const outcome = payment
-    ? await applyPayment(txCtx, event, payment, log)
+  const outcome = call
+    ? await applyEventCall(txCtx, event, orderId, call, log)
     : await withTxEarlyRelease(txCtx, async (tx) => {
       const first = await recordPaymentEvent(tx, { provider: "stripe", id: event.id, type: event.type, orderId });
       if (!first) return { duplicate: true };

@@ -179,6 +179,16 @@ test("checkout.session.expired cancels the order and releases its stock", async 
   assert.deepEqual(await stockOf(sql, f.product.id), { onHand: 5, reserved: 0 });
 });
 
+test("a cancelling event delivered twice cancels once; the second answers duplicate", async () => {
+  const f = await stripeOrder({ stock: 5, quantity: 2 });
+  const expired = sessionEvent("checkout.session.expired", f, { payment_status: "unpaid", status: "expired" });
+  assert.equal((await deliver(expired)).body.result, "cancelled");
+  assert.deepEqual(await deliver(expired), { status: 200, body: { received: true, duplicate: true } });
+  const cancels = (await historyOf(sql, f.order.id)).filter((h) => h.to_status === "cancelled");
+  assert.equal(cancels.length, 1);
+  assert.deepEqual(await stockOf(sql, f.product.id), { onHand: 5, reserved: 0 });
+});
+
 test("out of order: expired after paid is recorded and ignored, the order stays paid", async () => {
   const f = await stripeOrder({ stock: 5, quantity: 2 });
   assert.equal((await deliver(sessionEvent("checkout.session.completed", f))).status, 200);

@@ -50,6 +50,8 @@ insert into script values
   ('mark_paid_for_event', format($$select public.mark_paid_for_event('stripe', 'evt_probe', 'x', %L, 'pi', 1190, 'EUR')$$,
                                  :'alice_order')),
   ('cancel_order', format($$select public.cancel_order(%L, 'x')$$, :'bob_order')),
+  ('cancel_order_for_event', format($$select public.cancel_order_for_event('stripe', 'evt_probe_c', 'x', %L, 'x')$$,
+                                    :'bob_order')),
   ('expire_reservations', $$select public.expire_reservations()$$),
   ('restock', format($$select public.restock(%L, 'shop', 100)$$, :'on_sale')),
   ('update_order', format($$update public.orders set total = 0 where id = %L returning 1$$, :'alice_order')),
@@ -106,7 +108,8 @@ select is(
   'rls_anon_orders: anon sees no order and no line, and get_order answers null');
 select is(
   (select array_agg(distinct outcome) from probes where who = 'anon'
-   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'cancel_order', 'expire_reservations', 'restock')),
+   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'cancel_order', 'cancel_order_for_event',
+                'expire_reservations', 'restock')),
   array['42501'],
   'grants_anon_functions: anon may not call any engine function that changes data');
 select is(
@@ -132,7 +135,8 @@ select is(
   'rls_customer_catalogue: a customer reads only the product on sale');
 select is(
   (select array_agg(distinct outcome) from probes where who = 'alice'
-   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'cancel_order', 'expire_reservations', 'restock')),
+   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'cancel_order', 'cancel_order_for_event',
+                'expire_reservations', 'restock')),
   array['42501'],
   'grants_customer_functions: a signed-in customer may not call any engine function that changes data');
 select is(

@@ -2,7 +2,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(29);
+select plan(32);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -46,6 +46,20 @@ select is(
   (select count(*)::int from private.payment_events where provider = 'sumup' and event_id = 'co_x:PAID'),
   0,
   'paid_for_event_refused_unrecorded: a refused payment leaves its event unrecorded, so a redelivery is answered again');
+
+-- ---- cancel_order_for_event ------------------------------------------------------------------------------------------
+select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'p', 1)), 'stripe', 'misc-c', 'h')) as c \gset
+select is(
+  public.cancel_order_for_event('stripe', 'evt_c', 'checkout.session.expired', :'c', 'stripe:expired') ->> 'result',
+  'cancelled',
+  'cancelled_for_event_first: the first delivery records the event and cancels the order');
+select is(
+  public.cancel_order_for_event('stripe', 'evt_c', 'checkout.session.expired', :'c', 'stripe:expired'),
+  '{"duplicate": true}'::jsonb,
+  'cancelled_for_event_duplicate: a redelivery answers duplicate and calls nothing');
+select throws_ok(
+  format($$select public.cancel_order_for_event('stripe', 'evt_c2', 'x', %L, 'late')$$, :'e'), 'SH410', null,
+  'cancelled_for_event_refused: cancel_order''s refusal (a paid order) ends the statement');
 
 -- ---- attach_checkout -----------------------------------------------------------------------------------------------
 select is(
