@@ -40,9 +40,9 @@ create domain private.reservation_status as text check (value in ('active', 'con
 -- reservation_expires_at.
 create table private.reservations (
   -- Leaf pages half full (fillfactor 50): every reservation is updated exactly once, when it closes, and that update
-  -- cannot be HOT (status is in the partial indexes' predicate), so it adds a second entry beside each key. With
-  -- room for it, closing a page's worth of reservations does not split every leaf nor run a bottom-up deletion
-  -- pass that cannot delete anything yet (the sweep: ~15 % faster).
+  -- cannot be HOT (status is in the partial indexes' predicate), so it adds a second entry beside each key here
+  -- (the partial indexes get none). With room for it, closing a page's worth of reservations does not split every
+  -- leaf nor run a bottom-up deletion pass that cannot delete anything yet (the sweep: ~15 % faster).
   id bigint generated always as identity primary key with (fillfactor = 50),
   order_id uuid not null references public.orders (id),
   product_id uuid not null,
@@ -66,8 +66,13 @@ create index reservations_active_expiry_idx on private.reservations (expires_at,
 -- them as free, without touching closed history.
 create index reservations_active_product_idx
   on private.reservations (product_id, expires_at) where status = 'active';
--- Why: payment and cancellation find an order's open reservations.
-create index reservations_order_idx on private.reservations (order_id) with (fillfactor = 50);
+-- Why: payment, cancellation and the sweep find an order's open reservations (order_id = x and status =
+-- 'active'), and nothing looks up closed ones by order. Partial, like the two above: the planner takes it for that
+-- condition whatever the statistics say. A full index on order_id let a plan built on stale statistics (a table
+-- grown fast, in a sale) AND it with the whole of reservations_active_product_idx instead: every payment read every
+-- active reservation of the shop (30 000 of them: ~0.8 ms per statement, three statements per payment). And closing
+-- a reservation adds no entry here.
+create index reservations_order_idx on private.reservations (order_id) where status = 'active';
 
 alter table private.reservations enable row level security;
 revoke all on private.reservations from public, anon, authenticated, service_role;
