@@ -4,6 +4,8 @@
  * bench/results/latest.json. Run through `npm run bench` (scripts/bench.sh builds the cluster).
  */
 import postgres from "postgres";
+import { callOnceEarlyRelease, closeDb } from "../supabase/functions/_shared/db.ts";
+import { markPaidForEventCall, type MarkPaidForEventResult } from "../supabase/functions/_shared/engine.ts";
 
 const dbUrl = Deno.env.get("SUPABASE_DB_URL")!;
 const clients = Number(Deno.env.get("BENCH_CLIENTS") ?? 8);
@@ -18,6 +20,8 @@ const sweepBatch = Number(Deno.env.get("BENCH_SWEEP_BATCH") ?? 0);
 const rounds = Math.max(1, Number(Deno.env.get("BENCH_ROUNDS") ?? 3));
 const uniformProducts = 1000;
 const anonKey = Deno.env.get("SUPABASE_ANON_KEY")!;
+// Clients paying earlier orders of the hot product, as the webhooks do, while its buyers run (0: skip).
+const payers = Number(Deno.env.get("BENCH_PAYERS") ?? 2);
 
 const sql = postgres(dbUrl, { max: 4, onnotice: () => {} });
 const started = performance.now();
@@ -182,6 +186,7 @@ async function main() {
     orderCall(`'${hotId}'`, "durable"),
   );
   const lapsing = await lapsingRun(hotId);
+  const paying = payers > 0 ? await payingRun(hotId) : null;
   const few = fewClients > 0 && fewClients !== clients
     ? [
       await pgbench("limit: UPDATE one hot row", limitScript, fewClients),
@@ -222,7 +227,7 @@ async function main() {
     limit,
     // every back-to-back pair of the limit and the hot product; `limit` and the hot run are the median one
     pairs: pairs.map((p) => ({ limit: p.limit.per_second, hot: p.hot.per_second, ratio: p.ratio })),
-    runs: [hot, hotDurable, lapsing, uniform, http].map((r) => ({
+    runs: [hot, hotDurable, lapsing, ...(paying ? [paying.buyers, paying.payments] : []), uniform, http].map((r) => ({
       ...r,
       ratio_to_limit: round(r.per_second / limit.per_second),
     })),
@@ -272,6 +277,78 @@ async function lapsingRun(hotId: string): Promise<Run> {
   );
   await sql`call public.sweep_reservations()`;
   return run;
+}
+
+/**
+ * The hot product while its earlier orders are paid, as in a sale: `payers` clients pay them one after another,
+ * as fast as they can, for as long as the buyers' pgbench run lasts, committing each payment as the webhooks do
+ * (`_shared/db.ts` callOnceEarlyRelease of mark_paid_for_event: the event recorded and the order paid in one
+ * statement, then the shared flush wait). Each payment deducts from the hot product's stock row the buyers queue on.
+ * The webhooks' HTTP and signature work is left out, as the SQL runs leave out orders-create's (the HTTP run has it).
+ */
+async function payingRun(hotId: string): Promise<{ buyers: Run; payments: Run }> {
+  const count = 1000 * seconds;
+  progress(`placing ${count} online orders of the hot product for ${payers} clients to pay`);
+  await sql.unsafe(`do $$
+    begin
+      for i in 1 .. ${count} loop
+        perform public.create_order(jsonb_build_array(jsonb_build_object('product_id', '${hotId}', 'quantity', 1)),
+          'stripe', gen_random_uuid()::text, 'bench-pay', '{}'::jsonb);
+        if i % 100 = 0 then commit; end if;
+      end loop;
+    end $$`);
+  const orders = await sql`select id, total from public.orders
+                           where request_hash = 'bench-pay' and status = 'awaiting_payment' order by created_at`;
+  const latencies: number[] = [];
+  let next = 0, stop = false, refused = 0;
+  const pay = async () => {
+    while (!stop && next < orders.length) {
+      const order = orders[next++];
+      const t0 = performance.now();
+      const paid = await callOnceEarlyRelease<MarkPaidForEventResult>(
+        { correlationId: crypto.randomUUID(), actor: "stripe" },
+        (q) =>
+          markPaidForEventCall(q, {
+            provider: "stripe",
+            id: `evt_bench_${order.id}`,
+            type: "checkout.session.completed",
+            orderId: order.id,
+            ref: `pi_bench_${order.id}`,
+            amount: Number(order.total),
+            currency: "EUR",
+          }),
+      );
+      if ("result" in paid && paid.result === "paid") latencies.push(performance.now() - t0);
+      else refused++;
+    }
+  };
+  const cpuBefore = await busyCpuMs();
+  const t0 = performance.now();
+  const paying = Promise.all(Array.from({ length: payers }, pay));
+  const buyers = await pgbench(
+    `create_order, one hot product, while ${payers} clients pay its earlier orders`,
+    orderCall(`'${hotId}'`),
+  );
+  stop = true;
+  await paying;
+  const elapsed = (performance.now() - t0) / 1000;
+  const cpuAfter = await busyCpuMs();
+  if (refused) progress(`payments: ${refused} not answered "paid"`);
+  if (next >= orders.length) progress(`payments: the payers ran out of orders; raise the count`);
+  // the orders left unpaid give their stock back, so the runs after this one start as before it
+  await sql`select public.cancel_order(o.id, 'bench') from public.orders o
+            where o.request_hash = 'bench-pay' and o.status = 'awaiting_payment'`;
+  const payments = summary(
+    "payments during that run (mark_paid_for_event)",
+    payers,
+    latencies,
+    latencies.length / elapsed,
+  );
+  // machine CPU per committed transaction of either kind
+  const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined
+    ? round((cpuAfter - cpuBefore) / (buyers.count + payments.count))
+    : undefined;
+  return { buyers: { ...buyers, cpu_ms: cpuMs }, payments: { ...payments, cpu_ms: cpuMs } };
 }
 
 /**
@@ -420,4 +497,5 @@ try {
   await main();
 } finally {
   await sql.end();
+  await closeDb();
 }
