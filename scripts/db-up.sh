@@ -44,8 +44,16 @@ if as_owner "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
   say "the $STACK_NAME database is already running on port $DB_PORT"
 else
   port_in_use "$DB_PORT" && die "port $DB_PORT is taken by another program; stop it or set DB_PORT in .env"
-  as_owner "$bin/pg_ctl" -D "$pgdata" -l "$data/postgres.log" -w -t 60 start >/dev/null \
-    || die "postgres did not start; see $data/postgres.log"
+  # The stack's ports (543xx) lie in Linux's ephemeral range: a client connection elsewhere may have had one as its
+  # local port, and once closed it holds it in TIME_WAIT for 60 s, where Postgres cannot bind it (nothing listens,
+  # so the check above passes; seen here). Wait that out rather than fail.
+  for try in $(seq 1 14); do
+    as_owner "$bin/pg_ctl" -D "$pgdata" -l "$data/postgres.log" -w -t 60 start >/dev/null && break
+    { [ "$try" -lt 14 ] && tail -n 6 "$data/postgres.log" | grep 'could not bind' >/dev/null; } \
+      || die "postgres did not start; see $data/postgres.log"
+    say "port $DB_PORT is still held by a closed connection (TIME_WAIT); retrying in 5 s"
+    sleep 5
+  done
 fi
 
 psql_db -f scripts/sql/bootstrap.sql >/dev/null || die "bootstrapping the Supabase roles failed"
