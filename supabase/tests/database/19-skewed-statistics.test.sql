@@ -14,9 +14,6 @@ select plan(6);
 
 \ir fixtures.psql
 
--- Tuples read so far in this transaction through one of the reservations indexes.
-create function pg_temp.tuples_read(p_index text) returns bigint language sql as $f$
-  select pg_stat_get_xact_tuples_returned(('private.' || p_index)::regclass) $f$;
 -- Three orders of one product, one unit each.
 create function pg_temp.three_orders(p_product uuid, p_key text) returns integer language sql as $f$
   select count(public.create_order(jsonb_build_array(pg_temp.line(p_product, 1)), 'sumup', p_key || n, 'h-' || p_key))::int

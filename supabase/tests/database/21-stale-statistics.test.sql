@@ -12,9 +12,6 @@ select plan(4);
 
 \ir fixtures.psql
 
-create function pg_temp.tuples_read(p_index text) returns bigint language sql as $f$
-  select pg_stat_get_xact_tuples_returned(('private.' || p_index)::regclass) $f$;
-
 select pg_temp.product('T-STALE', 1000, 1900, 100, 0) as p \gset
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'p', 1)), 'sumup', 'stale-pay', 'h'))
   as to_pay \gset
