@@ -107,15 +107,13 @@ export async function cancelOrder(
   reason: string,
   opts: { keepIfCheckout?: boolean } = {},
 ): Promise<CancelResult> {
-  return single(
-    await tx`select public.cancel_order(${orderId}::uuid, ${reason}, now(), ${opts.keepIfCheckout ?? false})
-             as result`,
-  );
+  return single(await tx`select ${cancelOrderCall(tx, orderId, reason, opts)} as result`);
 }
 
-/** {@link cancelOrder} as one statement of its own, for callOnce: the stock rows it releases are free at its commit. */
+/** The cancel_order call, for {@link cancelOrder} or as a statement of its own (callOnce: the stock rows it releases
+ * are free at its own commit). */
 export function cancelOrderCall(
-  sql: Sql,
+  sql: Sql | Tx,
   orderId: string,
   reason: string,
   opts: { keepIfCheckout?: boolean } = {},
@@ -144,9 +142,9 @@ export async function allocatePaidOrder(
   return single(await tx`select public.allocate_paid_order(${orderId}::uuid, ${note}) as result`);
 }
 
-/** {@link recordPaymentEvent} as one statement of its own, for callOnce (an event recorded without an effect). */
+/** The record_payment_event call, for {@link recordPaymentEvent} or as a statement of its own (callOnce). */
 export function recordPaymentEventCall(
-  sql: Sql,
+  sql: Sql | Tx,
   event: { provider: "stripe" | "sumup"; id: string; type: string; orderId?: string | null },
 ): Fragment {
   return sql`public.record_payment_event(${event.provider}, ${event.id}, ${event.type}, ${
@@ -159,10 +157,7 @@ export async function recordPaymentEvent(
   tx: Tx,
   event: { provider: "stripe" | "sumup"; id: string; type: string; orderId?: string | null },
 ): Promise<boolean> {
-  return single(
-    await tx`select public.record_payment_event(${event.provider}, ${event.id}, ${event.type},
-      ${event.orderId ?? null}::uuid) as result`,
-  );
+  return single(await tx`select ${recordPaymentEventCall(tx, event)} as result`);
 }
 
 /** Records a refund on the order. */
