@@ -150,9 +150,8 @@ select is(
         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
         where n.nspname in ('public', 'private') and p.prosecdef
         order by 1),
-  array['adjust_stock', 'allocate_paid_order', 'attach_checkout', 'cancel_order', 'cancel_order_for_event',
-        'create_order', 'expire_reservations', 'list_products',
-        'mark_fulfilled', 'mark_paid', 'mark_paid_for_event', 'rate_limit_hit', 'record_payment_event', 'record_refund',
+  array['adjust_stock', 'allocate_paid_order', 'attach_checkout', 'cancel_order', 'create_order', 'expire_reservations', 'list_products',
+        'mark_fulfilled', 'mark_paid', 'rate_limit_hit', 'record_payment_event', 'record_refund',
         'record_refund_total', 'restock', 'wait_for_flush'],
   'only the public entry points that reach private tables are security definer');
 
