@@ -153,13 +153,37 @@ async function product(sku: string, stock: number): Promise<string> {
  * create_order in one synchronous commit, the stock row held through the flush.
  */
 const orderCall = (productExpr: string, commit: "early-release" | "durable" = "early-release") => {
-  const call =
-    `public.create_order(jsonb_build_array(jsonb_build_object('product_id', ${productExpr}, 'quantity', 1)), ` +
-    `'sumup', gen_random_uuid()::text, 'bench', '{}'::jsonb)`;
+  const call = oneUnitOrder(productExpr);
   return commit === "durable"
     ? `select ${call};\n`
     : `select set_config('synchronous_commit', 'off', true), ${call};\nselect public.wait_for_flush();\n`;
 };
+
+/**
+ * create_order for one unit of `productExpr` as SQL text (for pgbench scripts and DO blocks): in store unless
+ * `method` says otherwise, request hash `hash` (so a run can find its own orders), at `now` if given.
+ */
+function oneUnitOrder(productExpr: string, opts: { method?: string; hash?: string; now?: string } = {}): string {
+  return `public.create_order(jsonb_build_array(jsonb_build_object('product_id', ${productExpr}, 'quantity', 1)), ` +
+    `'${opts.method ?? "sumup"}', gen_random_uuid()::text, '${opts.hash ?? "bench"}', '{}'::jsonb` +
+    (opts.now ? `, null, ${opts.now})` : ")");
+}
+
+/**
+ * Places `count` orders set up before a timed run, each `call` (SQL text that may use the loop counter i, from 0,
+ * and what `declare` declares), committing every 100 (in one transaction every stock row would carry thousands of
+ * row versions nobody could prune).
+ */
+async function placeOrders(count: number, call: string, declare = ""): Promise<void> {
+  await sql.unsafe(`do $$
+    ${declare}
+    begin
+      for i in 0 .. ${count - 1} loop
+        perform ${call};
+        if i % 100 = 99 then commit; end if;
+      end loop;
+    end $$`);
+}
 
 async function main() {
   const stamp = Date.now().toString(36);
@@ -259,16 +283,12 @@ async function lapsingRun(hotId: string): Promise<Run> {
   const count = Math.ceil(((seconds + 10) * 1000) / spacingMs);
   progress(`placing ${count} orders of the hot product that lapse one every ${spacingMs} ms from ${leadSeconds}s on`);
   const [{ first }] = await sql`select clock_timestamp() + make_interval(secs => ${leadSeconds}) as first`;
-  await sql.unsafe(`do $$
-    declare t0 timestamptz := '${first.toISOString()}'::timestamptz
-                              - (select reservation_ttl from private.settings where payment_method = 'sumup');
-    begin
-      for i in 0 .. ${count - 1} loop
-        perform public.create_order(jsonb_build_array(jsonb_build_object('product_id', '${hotId}', 'quantity', 1)),
-          'sumup', gen_random_uuid()::text, 'bench', '{}'::jsonb, null, t0 + i * interval '${spacingMs} milliseconds');
-        if i % 100 = 99 then commit; end if;
-      end loop;
-    end $$`);
+  await placeOrders(
+    count,
+    oneUnitOrder(`'${hotId}'`, { now: `t0 + i * interval '${spacingMs} milliseconds'` }),
+    `declare t0 timestamptz := '${first.toISOString()}'::timestamptz
+                              - (select reservation_ttl from private.settings where payment_method = 'sumup');`,
+  );
   const wait = first.getTime() - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   const run = await pgbench(
@@ -289,14 +309,7 @@ async function lapsingRun(hotId: string): Promise<Run> {
 async function payingRun(hotId: string): Promise<{ buyers: Run; payments: Run }> {
   const count = 1000 * seconds;
   progress(`placing ${count} online orders of the hot product for ${payers} clients to pay`);
-  await sql.unsafe(`do $$
-    begin
-      for i in 1 .. ${count} loop
-        perform public.create_order(jsonb_build_array(jsonb_build_object('product_id', '${hotId}', 'quantity', 1)),
-          'stripe', gen_random_uuid()::text, 'bench-pay', '{}'::jsonb);
-        if i % 100 = 0 then commit; end if;
-      end loop;
-    end $$`);
+  await placeOrders(count, oneUnitOrder(`'${hotId}'`, { method: "stripe", hash: "bench-pay" }));
   const orders = await sql`select id, total from public.orders
                            where request_hash = 'bench-pay' and status = 'awaiting_payment' order by created_at`;
   const latencies: number[] = [];
