@@ -56,8 +56,7 @@ async function lapsedFiller(sql: postgres.Sql, orders = FILLER_ORDERS) {
  */
 async function slowTail(sql: postgres.Sql) {
   const last = await makeProduct(sql, { stock: 1 });
-  await sql`select public.create_order(${sql.json([{ product_id: last.id, quantity: 1 }])}::jsonb, 'sumup',
-                                       ${crypto.randomUUID()}, null, '{}'::jsonb, null, now() - interval '16 minutes')`;
+  await lapsedLastUnit(sql, last.id, "16 minutes"); // lapsed 1 minute ago, after the fillers (5 minutes ago)
   await sql`create schema if not exists test_faults`;
   await sql`create or replace function test_faults.sleep() returns trigger language plpgsql as $$
             begin perform pg_sleep(tg_argv[0]::float8); return null; end $$`;
@@ -71,10 +70,13 @@ async function dropSlowTail(sql: postgres.Sql) {
   await sql`drop schema if exists test_faults cascade`;
 }
 
-/** The only unit of a product, held by an order whose reservation lapsed 15 minutes ago (first in sweep order). */
-async function lapsedLastUnit(sql: postgres.Sql, productId: string) {
+/**
+ * The only unit of a product, held by an order placed `placedAgo` ago (the TTL is 15 minutes): by default its
+ * reservation lapsed 15 minutes ago, before the fillers', so it is first in sweep order.
+ */
+async function lapsedLastUnit(sql: postgres.Sql, productId: string, placedAgo = "30 minutes") {
   await sql`select public.create_order(${sql.json([{ product_id: productId, quantity: 1 }])}::jsonb, 'sumup',
-                                       ${crypto.randomUUID()}, null, '{}'::jsonb, null, now() - interval '30 minutes')`;
+                                       ${crypto.randomUUID()}, null, '{}'::jsonb, null, now() - ${placedAgo}::interval)`;
 }
 
 async function waitUntil(what: string, fn: () => Promise<boolean>, ms = 5000) {
