@@ -64,13 +64,6 @@ function scopedOrders(sql: postgres.TransactionSql, orders: string[] | null) {
     : sql`select o.* from public.orders o where o.id = any (${orders}::uuid[])`;
 }
 
-/** The reservations in scope: all of them, or those of the listed orders. */
-function scopedReservations(sql: postgres.TransactionSql, orders: string[] | null) {
-  return orders === null
-    ? sql`private.reservations`
-    : sql`(select r.* from private.reservations r where r.order_id = any (${orders}::uuid[]))`;
-}
-
 /** The invariants, in the order of ARCHITECTURE.md. */
 export const CHECKS: Check[] = [
   // ---- 1. never negative, never more reserved than on hand -------------------------------------------------
@@ -95,8 +88,8 @@ export const CHECKS: Check[] = [
       sql`
       with held as (
         select r.product_id, r.location_id, sum(r.quantity)::bigint as qty
-        from private.reservations r
-        where r.status = 'active' and (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
+        from private.open_reservations r
+        where (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
         group by 1, 2
       ), levels as (
         select s.product_id, s.location_id, s.reserved::bigint as reserved
@@ -121,8 +114,8 @@ export const CHECKS: Check[] = [
       sql`
       with first as (
         select r.product_id, r.location_id, min(r.expires_at) as first_expiry
-        from private.reservations r
-        where r.status = 'active' and (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
+        from private.open_reservations r
+        where (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
         group by 1, 2
       )
       select format('%s at %s: next_expiry %s, but an active reservation expires at %s', p.sku, l.code,
@@ -166,41 +159,57 @@ export const CHECKS: Check[] = [
   },
   {
     invariant: "reservation_ledger",
-    rule: "each reservation has one 'reserve' row for its quantity and, once closed, one closing row that matches " +
-      "its status (consumed = fulfil, released = release, expired = expire); an active one has none",
+    rule: "each reservation has one 'reserve' row; an open one matches it and has no closing row; a closed one (no " +
+      "longer open) has exactly one closing row (fulfil, release or expire) giving back the reserved quantity of the " +
+      "same product, location and order, fulfil also deducting it from on_hand",
     query: (sql, scope) =>
       sql`
-      select format('reservation %s (order %s, %s x%s, %s): %s reserve row(s) (%s matching), %s closing row(s) (%s matching)',
-                    x.id, x.order_id, coalesce(p.sku, x.product_id::text), x.quantity, x.status, x.reserves,
-                    x.good_reserves, x.closes, x.good_closes) as detail
-      from (
-        select r.id, r.order_id, r.product_id, r.quantity, r.status,
-               count(m.id) filter (where m.reason = 'reserve') as reserves,
-               count(m.id) filter (where m.reason = 'reserve' and m.delta_reserved = r.quantity and m.delta_on_hand = 0
-                                     and m.product_id = r.product_id and m.location_id = r.location_id
-                                     and m.order_id = r.order_id) as good_reserves,
-               count(m.id) filter (where m.reason <> 'reserve') as closes,
-               count(m.id) filter (where m.reason = case r.status when 'consumed' then 'fulfil'
-                                                                  when 'released' then 'release'
-                                                                  when 'expired' then 'expire' end
-                                     and m.delta_reserved = -r.quantity
-                                     and m.delta_on_hand = case when r.status = 'consumed' then -r.quantity else 0 end
-                                     and m.product_id = r.product_id and m.location_id = r.location_id
-                                     and m.order_id = r.order_id) as good_closes
-        from ${scopedReservations(sql, scope.orders)} r
-        left join private.stock_movements m on m.reservation_id = r.id and m.reservation_id is not null
-        group by r.id, r.order_id, r.product_id, r.location_id, r.quantity, r.status
+      with open as (
+        select r.id, r.order_id, r.product_id, r.location_id, r.quantity::integer as quantity
+        from private.open_reservations r
+        where (${scope.orders}::uuid[] is null or r.order_id = any (${scope.orders}::uuid[]))
+          and (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
+      ), moves as (
+        select m.* from private.stock_movements m
+        where m.reservation_id is not null
+          and (${scope.orders}::uuid[] is null or m.order_id = any (${scope.orders}::uuid[]))
+          and (${scope.products}::uuid[] is null or m.product_id = any (${scope.products}::uuid[]))
+      ), story as (
+        select m.reservation_id as id,
+               count(*) filter (where m.reason = 'reserve') as reserves,
+               min(m.id) filter (where m.reason = 'reserve') as reserve_row,
+               count(*) filter (where m.reason <> 'reserve') as closes,
+               min(m.id) filter (where m.reason <> 'reserve') as close_row
+        from moves m
+        group by 1
+      )
+      select format('reservation %s (order %s, %s): %s', k.id, coalesce(o.order_id, r.order_id, c.order_id),
+                    coalesce(p.sku, coalesce(o.product_id, r.product_id, c.product_id)::text), x.problem) as detail
+      from (select id from open union select id from story) k
+      left join open o on o.id = k.id
+      left join story t on t.id = k.id
+      left join private.stock_movements r on r.id = t.reserve_row
+      left join private.stock_movements c on c.id = t.close_row
+      left join public.products p on p.id = coalesce(o.product_id, r.product_id, c.product_id)
+      cross join lateral (
+        select case
+          when coalesce(t.reserves, 0) <> 1 then format('%s reserve row(s)', coalesce(t.reserves, 0))
+          when o.id is not null and t.closes <> 0 then format('open, but with %s closing row(s)', t.closes)
+          when o.id is null and t.closes = 0 then 'neither open nor closed: its units are nowhere'
+          when t.closes > 1 then format('%s closing rows', t.closes)
+          when o.id is not null
+           and (r.delta_reserved, r.delta_on_hand, r.product_id, r.location_id, r.order_id)
+               is distinct from (o.quantity, 0, o.product_id, o.location_id, o.order_id)
+            then format('open x%s, but its reserve row (%s) says x%s', o.quantity, r.id, r.delta_reserved)
+          when o.id is null
+           and (c.delta_reserved, c.delta_on_hand, c.product_id, c.location_id, c.order_id)
+               is distinct from (-r.delta_reserved, case when c.reason = 'fulfil' then -r.delta_reserved else 0 end,
+                                 r.product_id, r.location_id, r.order_id)
+            then format('reserved x%s (row %s), but its closing row %s (%s) moves on_hand %s, reserved %s',
+                        r.delta_reserved, r.id, c.id, c.reason, c.delta_on_hand, c.delta_reserved)
+        end as problem
       ) x
-      left join public.products p on p.id = x.product_id
-      where x.reserves <> 1 or x.good_reserves <> 1
-         or (x.status = 'active' and x.closes <> 0)
-         or (x.status <> 'active' and (x.closes <> 1 or x.good_closes <> 1))
-      union all
-      select format('ledger row %s (%s) names reservation %s, which does not exist', m.id, m.reason, m.reservation_id)
-      from private.stock_movements m
-      where m.reservation_id is not null
-        and not exists (select 1 from private.reservations r where r.id = m.reservation_id)
-        and (${scope.products}::uuid[] is null or m.product_id = any (${scope.products}::uuid[]))
+      where x.problem is not null
       order by 1`,
   },
   // ---- 3. paid at most once, deducted exactly once ----------------------------------------------------------
@@ -352,7 +361,7 @@ export const CHECKS: Check[] = [
         union all
         select x.kind, x.id, format('stock level %s/%s', x.product_id, x.location_id)
         from (
-          select 'reservation' as kind, r.id::text as id, r.product_id, r.location_id from private.reservations r
+          select 'reservation' as kind, r.id::text as id, r.product_id, r.location_id from private.open_reservations r
           union all
           select 'ledger row', m.id::text, m.product_id, m.location_id from private.stock_movements m
         ) x

@@ -150,7 +150,7 @@ create table private.stock_levels (
   -- the sweep close reservations without raising it (too low costs one sale a look at the reservations, never a
   -- missed lapse). So while it lies ahead, no reservation on the row has lapsed, and a sale need not look at the
   -- reservations at all. Why: a closed reservation leaves a dead entry at the head of its product's range in
-  -- reservations_active_product_idx until VACUUM removes it, and "the earliest active reservation of this product",
+  -- open_reservations_product_idx until VACUUM removes it, and "the earliest active reservation of this product",
   -- asked by every order, walked all of them (117 000 expired since the last vacuum: 624 index pages an order).
   next_expiry timestamptz not null default 'infinity',
   updated_at timestamptz not null default now(),

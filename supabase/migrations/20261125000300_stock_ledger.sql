@@ -58,8 +58,11 @@ create unique index stock_movements_reservation_once_idx
   on private.stock_movements (reservation_id, (reason = 'reserve'))
   where reservation_id is not null;
 
--- (An order's movements are found through its reservations: every movement that names an order names one of its
--- reservations, so that unique index serves the timeline too and the ledger carries one index fewer per insert.)
+-- Why: an order's movements are found through its reservations (every movement that names an order names one of
+-- them): this finds the order's 'reserve' rows, and the unique index above the rest of each reservation's rows.
+-- Only 'reserve' rows: the order's timeline needs no more, and the sweep's thousands of closing rows per batch pay
+-- no entry here.
+create index stock_movements_order_reserve_idx on private.stock_movements (order_id) where reason = 'reserve';
 
 alter table private.stock_movements enable row level security;
 revoke all on private.stock_movements from public, anon, authenticated, service_role;

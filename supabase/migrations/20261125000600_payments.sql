@@ -92,8 +92,8 @@ begin
   -- The order's own open reservations first, then the stock rows of every product of the order.
   select array_agg(r.id) into v_res_ids
   from (
-    select r.id from private.reservations r
-    where r.order_id = p_order_id and r.status = 'active'
+    select r.id from private.open_reservations r
+    where r.order_id = p_order_id
     order by r.id
     for no key update
   ) r;
@@ -109,8 +109,8 @@ begin
   from public.order_items i
   left join (
     select r.product_id, sum(r.quantity)::integer as quantity
-    from private.reservations r
-    where r.order_id = p_order_id and r.status = 'active'
+    from private.open_reservations r
+    where r.order_id = p_order_id
     group by r.product_id
   ) h on h.product_id = i.product_id
   where i.order_id = p_order_id and i.quantity > coalesce(h.quantity, 0);
@@ -123,11 +123,10 @@ begin
   if v_short is null then
     -- Everything is held for this order now: consume it all, deducting on_hand once per reservation.
     perform private.close_reservations(
-      array(select r.id from private.reservations r where r.order_id = p_order_id and r.status = 'active'),
-      'consumed', p_now);
+      array(select r.id from private.open_reservations r where r.order_id = p_order_id), 'consumed');
   else
     -- Not enough left: hand back what was still held and leave stock untouched.
-    perform private.close_reservations(v_res_ids, 'released', p_now);
+    perform private.close_reservations(v_res_ids, 'released');
   end if;
   return v_short;
 end

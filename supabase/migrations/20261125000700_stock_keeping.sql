@@ -183,15 +183,15 @@ begin
            -- Lapsed units, only for a product with a stock row whose next_expiry has come (on the others none has
            -- lapsed), read from its lowest next_expiry on (no active reservation of it expires earlier; before it
            -- lie the dead index entries of the reservations closed since the last VACUUM) up to p_now, through
-           -- reservations_active_product_idx: with product_id = p.id both bounds on expires_at end the scan there
+           -- open_reservations_product_idx: with product_id = p.id both bounds on expires_at end the scan there
            -- (a range of one value on product_id would leave the upper one unenforced: the scan would walk the
            -- product's reservations up to the last one, a flash sale's tens of thousands). Both bounds also keep a
-           -- plan skewed by a flash sale off reservations_active_expiry_idx: through it, the same time window holds
+           -- plan skewed by a flash sale off open_reservations_expiry_idx: through it, the same time window holds
            -- every product's reservations, through the product index only this one's. (create_order's exact
            -- expiry, expire_lapsed_on, reads a product's lapsed reservations the same way.)
            + case when f.floor <= p_now
-                  then coalesce((select sum(r.quantity) from private.reservations r
-                                 where r.product_id = p.id and r.status = 'active'
+                  then coalesce((select sum(r.quantity) from private.open_reservations r
+                                 where r.product_id = p.id
                                    and r.expires_at >= f.floor and r.expires_at <= p_now), 0)
                   else 0 end
              as available

@@ -6,19 +6,19 @@
 -- expire_batch
 -- ============================================================================================================
 -- Why: one batch of the sweep. Takes the next p_batch_size due reservations in (expires_at, id) order after the
--- keyset position (p_after_at, p_after_id), reading the partial index of active reservations without locking,
+-- keyset position (p_after_at, p_after_id), reading the expiry index of open reservations without locking,
 -- then locks in the engine's order, never waiting for anyone:
 --   1. their stock rows through lock_stock with SKIP LOCKED: a row a buyer holds is left to that buyer, who
 --      expires the lapsed reservations on it itself (exact expiry). The sweep locks a reservation only once it
 --      holds the reservation's stock row, so it never keeps a lapsed unit from a buyer who holds that row;
 --   2. the reservations on the rows it holds, FOR NO KEY UPDATE SKIP LOCKED (one a payment or a cancel holds is
---      theirs), re-checked as still active and due;
+--      theirs), re-checked as still open and due;
 --   3. their orders, SKIP LOCKED, expired once they hold nothing.
 -- Returns how many it released, how many it looked at, and the keyset position to continue from.
 -- Generic plans (plan_cache_mode, for this call and the close_reservations it makes): every statement here is
 -- driven by the batch's arrays of ids. A custom plan sees the real array length (thousands) and picks sequential
 -- scans and hash joins over the whole reservations and orders tables, so a batch cost as much as the tables were
--- big (the 100k sweep: ~10 s); the generic plan probes the primary keys and reservations_order_idx once per id,
+-- big (the 100k sweep: ~10 s); the generic plan probes the primary keys and open_reservations_order_idx once per id,
 -- so a batch costs what it releases (~2x faster on the bench data, and it no longer grows with history).
 create function private.expire_batch(
   p_now timestamptz,
@@ -53,9 +53,8 @@ begin
   into v_ids, v_expiries, v_product_ids, v_location_ids, fetched
   from (
     select r.id, r.expires_at, r.product_id, r.location_id
-    from private.reservations r
-    where r.status = 'active'
-      and r.expires_at <= p_now
+    from private.open_reservations r
+    where r.expires_at <= p_now
       and (r.expires_at, r.id) > (p_after_at, p_after_id)
     order by r.expires_at, r.id
     limit p_batch_size
@@ -74,20 +73,20 @@ begin
   join private.lock_stock(v_product_ids, v_location_ids, true) h
     on h.product_id = b.product_id and h.location_id = b.location_id;
 
-  -- 2. the reservations on those rows. Locking statements keep to cheap conditions: a row changed by a
-  -- concurrent transaction is re-checked (EvalPlanQual) with every condition of the statement.
+  -- 2. the reservations on those rows still open. Locking statements keep to cheap conditions: a row changed by a
+  -- concurrent transaction is re-checked (EvalPlanQual) with every condition of the statement (one closed meanwhile
+  -- is gone).
   select array_agg(r.id), array_agg(distinct r.order_id)
   into v_close, v_order_ids
   from (
     select r.id, r.order_id
-    from private.reservations r
+    from private.open_reservations r
     where r.id = any (v_on_held)
-      and r.status = 'active'
       and r.expires_at <= p_now
     for no key update of r skip locked
   ) r;
 
-  released := private.close_reservations(v_close, 'expired', p_now);
+  released := private.close_reservations(v_close, 'expired');
 
   -- 3. their orders, now holding nothing, expire with them (locked first, then checked; an order being paid or
   -- cancelled right now is skipped)
@@ -105,7 +104,7 @@ begin
   set status = 'expired', expired_at = p_now
   where o.id = any (v_order_ids)
     and o.reservation_expires_at <= p_now
-    and not exists (select 1 from private.reservations r where r.order_id = o.id and r.status = 'active');
+    and not exists (select 1 from private.open_reservations r where r.order_id = o.id);
 end
 $$;
 
@@ -144,7 +143,7 @@ begin
       where o.status in ('awaiting_instore_payment', 'awaiting_payment')
         and o.reservation_expires_at <= p_now
         and (o.reservation_expires_at, o.id) > (v_after_at, v_after_id)
-        and not exists (select 1 from private.reservations r where r.order_id = o.id and r.status = 'active')
+        and not exists (select 1 from private.open_reservations r where r.order_id = o.id)
       order by o.reservation_expires_at, o.id
       limit p_batch_size
     ) e;
@@ -163,7 +162,7 @@ begin
     update public.orders o
     set status = 'expired', expired_at = p_now
     where o.id = any (v_locked)
-      and not exists (select 1 from private.reservations r where r.order_id = o.id and r.status = 'active');
+      and not exists (select 1 from private.open_reservations r where r.order_id = o.id);
     get diagnostics v_updated = row_count;
     v_expired := v_expired + v_updated;
     v_batches := v_batches + 1;
@@ -183,7 +182,7 @@ $$;
 -- Why: releases the active reservations whose expires_at has passed (at p_now; tests pass the clock, never
 -- sleep), writes their 'expire' ledger rows, lowers stock_levels.reserved, and expires the unpaid orders left
 -- holding nothing. Returns how many reservations it released.
--- It walks the partial index of active reservations in expiry order, p_batch_size rows per batch (expire_batch),
+-- It walks the expiry index of open reservations in expiry order, p_batch_size rows per batch (expire_batch),
 -- so its cost follows the rows it releases, not the size of the table, and it never waits for a lock (SKIP
 -- LOCKED throughout). p_max_batches (null: until nothing is due) bounds one call: it is ONE transaction, and
 -- every stock row it changed stays locked until it returns, so a caller that must not hold buyers up for long

@@ -20,8 +20,7 @@ with ledger as (
 ), held as (
   select r.product_id, r.location_id, sum(r.quantity)::bigint as active_reserved,
          min(r.expires_at) as first_active_expiry
-  from private.reservations r
-  where r.status = 'active'
+  from private.open_reservations r
   group by r.product_id, r.location_id
 ), keys as (
   select s.product_id, s.location_id from private.stock_levels s
@@ -73,11 +72,10 @@ select r.id as reservation_id,
        r.expires_at - now() as expires_in,
        r.expires_at <= now() as lapsed,
        r.expires_at > now() and r.expires_at <= now() + interval '5 minutes' as expiring_soon
-from private.reservations r
+from private.open_reservations r
 join public.orders o on o.id = r.order_id
 join public.products p on p.id = r.product_id
-join private.locations loc on loc.id = r.location_id
-where r.status = 'active';
+join private.locations loc on loc.id = r.location_id;
 
 comment on view admin.active_reservations is 'Active reservations with time left; lapsed = waiting for the sweep.';
 
@@ -115,10 +113,11 @@ select r.order_id,
        m.actor,
        m.correlation_id,
        m.id
-from private.reservations r
-join private.stock_movements m on m.reservation_id = r.id
+from private.stock_movements r
+join private.stock_movements m on m.reservation_id = r.reservation_id
 left join public.products p on p.id = m.product_id
-left join private.locations loc on loc.id = m.location_id;
+left join private.locations loc on loc.id = m.location_id
+where r.reason = 'reserve';
 
 comment on view admin.order_timeline is
   'Status history and stock movements of each order, one row per event; order by at, kind, entry_id.';

@@ -32,12 +32,11 @@ set search_path = ''
 as $$
   select r.id, r.order_id, o.status, o.payment_method, p.sku, loc.code, r.quantity, r.expires_at,
          r.expires_at - p_now
-  from private.reservations r
+  from private.open_reservations r
   join public.orders o on o.id = r.order_id
   join public.products p on p.id = r.product_id
   join private.locations loc on loc.id = r.location_id
-  where r.status = 'active'
-    and r.expires_at > p_now
+  where r.expires_at > p_now
     and r.expires_at <= p_now + p_within
   order by r.expires_at, r.id
 $$;
@@ -251,8 +250,8 @@ as $$
   select 'reservations_unswept', 'warning', count(*)::text || ' reservations',
          jsonb_build_object('units', sum(r.quantity), 'oldest_expires_at', min(r.expires_at)),
          min(r.expires_at)
-  from private.reservations r
-  where r.status = 'active' and r.expires_at < p_now - p_window
+  from private.open_reservations r
+  where r.expires_at < p_now - p_window
   having count(*) > 0
   union all
   select 'paid_out_of_stock', 'critical', o.order_id::text,

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(48);
+select plan(49);
 
 -- ============================================================================================================
 -- Schemas and tables
@@ -16,7 +16,8 @@ select has_table('public', 'orders', 'public.orders exists');
 select has_table('public', 'order_items', 'public.order_items exists');
 select has_table('private', 'locations', 'private.locations exists');
 select has_table('private', 'stock_levels', 'private.stock_levels exists');
-select has_table('private', 'reservations', 'private.reservations exists');
+select has_table('private', 'open_reservations', 'private.open_reservations exists');
+select has_view('private', 'reservations', 'private.reservations (every reservation with its outcome) exists');
 select has_table('private', 'stock_movements', 'private.stock_movements exists');
 select has_table('private', 'order_status_history', 'private.order_status_history exists');
 select has_table('private', 'payment_events', 'private.payment_events exists');
@@ -51,12 +52,10 @@ select policies_are('public', 'order_items',
   array['Lines are visible with their order'],
   'order_items has exactly the follow-the-order policy');
 
-select has_index('private', 'reservations', 'reservations_active_expiry_idx',
-  'the sweep has its partial index on active reservations');
-select ok(
-  (select pg_get_indexdef(i.indexrelid) like '%WHERE ((status)::text = ''active''::text)%'
-   from pg_index i where i.indexrelid = 'private.reservations_active_expiry_idx'::regclass),
-  'reservations_active_expiry_idx covers only active reservations');
+select has_index('private', 'open_reservations', 'open_reservations_expiry_idx',
+  'the sweep walks open reservations in expiry order');
+select hasnt_column('private', 'open_reservations', 'status',
+  'a closed reservation is deleted from open_reservations, not kept there with a status');
 select ok(
   (select i.indisunique from pg_index i where i.indexrelid = 'private.stock_movements_reservation_once_idx'::regclass),
   'the ledger has a unique key per reservation opening and closing');

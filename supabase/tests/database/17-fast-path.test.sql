@@ -53,12 +53,12 @@ begin
   end if;
   return null;
 end $f$;
-create trigger t_race after insert on private.reservations
+create trigger t_race after insert on private.open_reservations
   referencing new table as new_rows for each statement execute function pg_temp.steal();
 
 select public.create_order(jsonb_build_array(pg_temp.line(:'b', 1)), 'sumup', 'fast-2', 'h') -> 'order' ->> 'id'
   as o2 \gset
-drop trigger t_race on private.reservations;
+drop trigger t_race on private.open_reservations;
 select is(
   array[(select currval('pg_temp.race_fired'))::text, pg_temp.stock(:'b', 'shop'),
         (select count(*) from private.reservations where order_id = :'o2')::text,

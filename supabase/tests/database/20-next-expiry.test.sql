@@ -2,7 +2,7 @@
 -- lowers it, closing one (paid, cancelled, swept) leaves it, exact expiry raises it to the earliest expiry still
 -- active on the product. While it lies ahead, create_order's fast path and the shop window know that nothing has
 -- lapsed without reading the reservations: a closed reservation leaves a dead entry at the head of its product's
--- range in reservations_active_product_idx until VACUUM, and reading "the earliest active reservation" walked them
+-- range in open_reservations_product_idx until VACUUM, and reading "the earliest active reservation" walked them
 -- all, on every order.
 begin;
 create extension if not exists pgtap with schema extensions;
@@ -54,13 +54,13 @@ select is(
   'next_expiry_raised: exact expiry releases the lapsed unit and raises the bound to the earliest active expiry');
 
 -- t0+22: both bounds lie ahead: the fast path reads neither reservations index
-select pg_temp.scans('reservations_active_product_idx') as product_before,
-       pg_temp.scans('reservations_active_expiry_idx') as expiry_before \gset
+select pg_temp.scans('open_reservations_product_idx') as product_before,
+       pg_temp.scans('open_reservations_expiry_idx') as expiry_before \gset
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'a', 1)), 'sumup', 'next-5', 'h5',
                         '{}', null, :'t0'::timestamptz + interval '22 minutes')) as o5 \gset
 select is(
-  array[pg_temp.scans('reservations_active_product_idx') - :product_before,
-        pg_temp.scans('reservations_active_expiry_idx') - :expiry_before],
+  array[pg_temp.scans('open_reservations_product_idx') - :product_before,
+        pg_temp.scans('open_reservations_expiry_idx') - :expiry_before],
   array[0, 0]::bigint[],
   'next_expiry_fast_path: with every bound ahead, an order reads no reservations to know that nothing lapsed');
 
@@ -73,18 +73,18 @@ select count(public.cancel_order(pg_temp.order_id(public.create_order(
          '{}', null, :'t0'::timestamptz + interval '25 minutes')), 'test', :'t0'::timestamptz + interval '25 minutes'))
   as churned
 from generate_series(1, 600) n \gset
-select pg_temp.entries('reservations_active_product_idx') as before_old \gset
+select pg_temp.entries('open_reservations_product_idx') as before_old \gset
 select r.expires_at is null as none_active from (
-  select r.expires_at from private.reservations r
-  where r.product_id >= :'busy' and r.product_id <= :'busy' and r.status = 'active'
+  select r.expires_at from private.open_reservations r
+  where r.product_id >= :'busy' and r.product_id <= :'busy'
   order by r.product_id, r.expires_at limit 1) r right join (select 1) one on true \gset
-select is(pg_temp.entries('reservations_active_product_idx') - :before_old, 600::bigint,
+select is(pg_temp.entries('open_reservations_product_idx') - :before_old, 600::bigint,
   'next_expiry_dead_head: the old lapsed check (the earliest active reservation) walks the 600 closed ones');
-select pg_temp.scans('reservations_active_product_idx') as product_before \gset
+select pg_temp.scans('open_reservations_product_idx') as product_before \gset
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'busy', 1)), 'sumup', 'busy-x', 'hbx',
                         '{}', null, :'t0'::timestamptz + interval '26 minutes')) as busy_x \gset
 select (public.list_products(null, 200, :'t0'::timestamptz + interval '26 minutes') -> 'items') is not null as listed \gset
-select is(pg_temp.scans('reservations_active_product_idx') - :product_before, 0::bigint,
+select is(pg_temp.scans('open_reservations_product_idx') - :product_before, 0::bigint,
   'next_expiry_busy_product: an order of it and the shop window read none of its reservations');
 
 -- Exact expiry reads a product's reservations from its lowest bound on. t0+42: the bound (00:40, the cancelled
@@ -92,13 +92,13 @@ select is(pg_temp.scans('reservations_active_product_idx') - :product_before, 0:
 -- the sale at t0+42) has come again; this time exact expiry starts at 00:57, past the 601 closed reservations.
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'busy', 1)), 'sumup', 'busy-y', 'hby',
                         '{}', null, :'t0'::timestamptz + interval '42 minutes')) as busy_y \gset
-select pg_temp.entries('reservations_active_product_idx') as entries_before \gset
+select pg_temp.entries('open_reservations_product_idx') as entries_before \gset
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'busy', 1)), 'sumup', 'busy-z', 'hbz',
                         '{}', null, :'t0'::timestamptz + interval '58 minutes')) as busy_z \gset
 select is(
   array[(select status from private.reservations where order_id = :'busy_x'),
         (select status from private.reservations where order_id = :'busy_y'),
-        (pg_temp.entries('reservations_active_product_idx') - :entries_before <= 4)::text],
+        (pg_temp.entries('open_reservations_product_idx') - :entries_before <= 4)::text],
   array['expired', 'expired', 'true'],
   'next_expiry_floor: exact expiry starts at the lowest bound, not at the 601 closed reservations before it');
 
@@ -145,16 +145,16 @@ create function pg_temp.pages(p_index text) returns bigint language sql as $f$
 select pg_temp.product('T-NEXT-SALE', 1000, 1900, 20000, 0) as sale \gset
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'sale', 1)), 'sumup', 'sale-lapsed',
                         'hs1', '{}', null, now() - interval '1 hour')) as sale_lapsed \gset
-insert into private.reservations (order_id, product_id, location_id, quantity, expires_at)
+insert into private.open_reservations (order_id, product_id, location_id, quantity, expires_at)
 select :'sale_lapsed', :'sale', 1, 1, now() + make_interval(secs => n * 0.36) from generate_series(1, 10000) n;
 update private.stock_levels set reserved = reserved + 10000 where product_id = :'sale' and location_id = 1;
-select pg_temp.pages('reservations_active_product_idx') as pages_before \gset
+select pg_temp.pages('open_reservations_product_idx') as pages_before \gset
 select is(
   (select (i ->> 'available')::int from jsonb_array_elements(public.list_products('T-NEXT-RZ', 200) -> 'items') i
    where i ->> 'sku' = 'T-NEXT-SALE'),
   20000 - 10000,
   'next_expiry_window_listed: the shop window counts the lapsed unit as free');
-select cmp_ok(pg_temp.pages('reservations_active_product_idx') - :pages_before, '<', 5::bigint,
+select cmp_ok(pg_temp.pages('open_reservations_product_idx') - :pages_before, '<', 5::bigint,
   'next_expiry_window_bounded: reading it takes a few index pages, not the 10000 reservations after it');
 -- lapsed units still count as available in the shop window while they wait for the sweep
 select is(
@@ -166,9 +166,9 @@ select is(
 
 -- the rule itself, over every stock row of this database: no active reservation expires before its row's bound
 select is(
-  (select count(*) from private.reservations r
+  (select count(*) from private.open_reservations r
    join private.stock_levels s on s.product_id = r.product_id and s.location_id = r.location_id
-   where r.status = 'active' and r.expires_at < s.next_expiry),
+   where r.expires_at < s.next_expiry),
   0::bigint,
   'next_expiry_bound_holds: no active reservation expires before its stock row''s next_expiry');
 
