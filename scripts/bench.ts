@@ -462,8 +462,8 @@ async function sweep(size: number) {
         commit;
       end loop;
     end $$`);
-  const [{ n: lapsed }] = await sql`select count(*)::int as n from private.reservations
-                                     where status = 'active' and expires_at < now()`;
+  const [{ n: lapsed }] = await sql`select count(*)::int as n from private.open_reservations
+                                     where expires_at < now()`;
   await sql`vacuum analyze`;
   await sql`checkpoint`;
   progress(`sweep: releasing ${lapsed}`);
@@ -471,8 +471,8 @@ async function sweep(size: number) {
   // The procedure's own batch size (what the cron job runs) unless BENCH_SWEEP_BATCH says otherwise.
   await (sweepBatch ? sql`call public.sweep_reservations(${sweepBatch})` : sql`call public.sweep_reservations()`);
   const s = (performance.now() - t0) / 1000;
-  const [{ left }] = await sql`select count(*)::int as left from private.reservations
-                                where status = 'active' and expires_at < now()`;
+  const [{ left }] = await sql`select count(*)::int as left from private.open_reservations
+                                where expires_at < now()`;
   const released = lapsed - left;
   return { reservations: lapsed, released, seconds: round(s), rows_per_second: Math.round(released / s) };
 }

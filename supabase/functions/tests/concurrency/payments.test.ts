@@ -120,10 +120,12 @@ test("five different paid events for one order at once (completed, async succeed
  */
 async function assertOneOutcome(sql: postgres.Sql, productId: string, orderId: string, bCreated: boolean) {
   const a = await orderRow(sql, orderId);
+  // (the view, by order: its closed part is found through the ledger's index of 'reserve' rows by order)
   const [res] =
     await sql`select id, status from private.reservations where order_id = ${orderId}::uuid order by id limit 1`;
   const closes = (await reasonsOf(sql, res.id)).filter((r) => r !== "reserve");
   assert.equal(closes.length, 1, `A's reservation closed ${closes.length} times: ${closes}`);
+  assert.equal(res.status, closes[0] === "fulfil" ? "consumed" : "expired", `A's reservation is ${res.status}`);
   const deducted = await deductions(sql, orderId);
   const stock = await stockOf(sql, productId);
   if (a.status === "paid") {
