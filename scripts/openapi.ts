@@ -342,13 +342,6 @@ const HANDLER_ERRORS: ErrorEntry[] = [
     source: "sumup-webhook (_shared/sumup.ts)",
   },
   {
-    code: "transaction_code_reused",
-    status: 409,
-    meaning: "orders-instore: the SumUp transaction code already paid another order (`details.order_id` names " +
-      "it); a code pays one order only. Nothing was changed: check the receipt.",
-    source: "orders-instore",
-  },
-  {
     code: "invalid_signature",
     status: 400,
     meaning: "The Stripe-Signature header is missing, does not match the raw body and STRIPE_WEBHOOK_SECRET, or " +
@@ -423,6 +416,8 @@ async function probeErrors(): Promise<ErrorEntry[]> {
     const mapped = fromMapped(pgError(sqlstate), "engine", undefined, sqlstate);
     if (mapped.status >= 500) throw new Error(`the engine raises ${sqlstate} but errors.ts does not map it`);
   }
+  entries.get("transaction_code_reused")!.meaning += " orders-instore: a code pays one order only; " +
+    "`details.order_id` names the order it paid. Nothing was changed.";
   // Infrastructure: a busy database (retryable) and anything unexpected.
   const busy = fromMapped(pgError("40001"), "database busy (_shared/errors.ts)");
   if (!busy.headers["Retry-After"]) throw new Error("errors.ts no longer sends Retry-After with a busy answer");

@@ -46,7 +46,7 @@ export async function attachCheckout(
   );
 }
 
-/** Result of {@link markPaid}. */
+/** What mark_paid answers (through {@link markPaidForEventCall} and {@link confirmInstorePaymentCall}). */
 export interface MarkPaidResult {
   result: "paid" | "already_paid" | "paid_out_of_stock" | "amount_mismatch";
   order: Order;
@@ -79,16 +79,13 @@ export type ForEvent<T> = { duplicate: true } | T;
 /** What {@link markPaidForEventCall} answers. */
 export type MarkPaidForEventResult = ForEvent<MarkPaidResult>;
 
-/** Marks the order paid if amount and currency match (the engine checks); deducts stock once. */
-export async function markPaid(
-  tx: Tx,
-  orderId: string,
-  payment: { provider: "stripe" | "sumup"; ref: string; amount: number; currency: string },
-): Promise<MarkPaidResult> {
-  return single(
-    await tx`select public.mark_paid(${orderId}::uuid, ${payment.provider}, ${payment.ref},
-      ${payment.amount}::bigint, ${payment.currency}) as result`,
-  );
+/**
+ * Staff confirm an in-store SumUp payment with the receipt's transaction code, in one statement
+ * (confirm_instore_payment): the order paid with its own total, the code claimed; {@link MarkPaidResult}, or SH411
+ * (`transaction_code_reused`) when the code already paid another order. For callOnce.
+ */
+export function confirmInstorePaymentCall(sql: Sql, orderId: string, transactionCode: string): Fragment {
+  return sql`public.confirm_instore_payment(${orderId}::uuid, ${transactionCode})`;
 }
 
 /** What cancel_order answers. */

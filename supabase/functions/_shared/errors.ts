@@ -34,6 +34,11 @@ const ENGINE_ERRORS: Record<string, { status: number; code: string; message: str
   SH402: { status: 404, code: "order_not_found", message: "The order does not exist." },
   SH409: { status: 409, code: "insufficient_stock", message: "Not enough stock for one or more items." },
   SH410: { status: 409, code: "invalid_transition", message: "The order is not in a state that allows this." },
+  SH411: {
+    status: 409,
+    code: "transaction_code_reused",
+    message: "This SumUp transaction code already paid another order; check the receipt.",
+  },
   SH422: {
     status: 422,
     code: "idempotency_key_reused",

@@ -85,6 +85,7 @@ insert into engine_writers values
   ('public.create_order(jsonb, text, text, text, jsonb, uuid, timestamptz)'),
   ('public.attach_checkout(uuid, text, text, text)'),
   ('public.mark_paid(uuid, text, text, bigint, text, timestamptz)'),
+  ('public.confirm_instore_payment(uuid, text, timestamptz)'),
   ('public.allocate_paid_order(uuid, text, timestamptz)'),
   ('public.cancel_order(uuid, text, timestamptz, boolean)'),
   ('public.record_payment_event(text, text, text, uuid)'),
@@ -149,7 +150,8 @@ select is(
         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
         where n.nspname in ('public', 'private') and p.prosecdef
         order by 1),
-  array['adjust_stock', 'allocate_paid_order', 'attach_checkout', 'cancel_order', 'create_order', 'expire_reservations', 'list_products',
+  array['adjust_stock', 'allocate_paid_order', 'attach_checkout', 'cancel_order', 'confirm_instore_payment', 'create_order',
+        'expire_reservations', 'list_products',
         'mark_fulfilled', 'mark_paid', 'rate_limit_hit', 'record_payment_event', 'record_refund',
         'record_refund_total', 'restock', 'wait_for_flush'],
   'only the public entry points that reach private tables are security definer');

@@ -50,6 +50,8 @@ insert into script values
   ('mark_paid_for_event', format($$select public.mark_paid_for_event('stripe', 'evt_probe', 'x', %L, 'pi', 1190, 'EUR')$$,
                                  :'alice_order')),
   ('cancel_order', format($$select public.cancel_order(%L, 'x')$$, :'bob_order')),
+  -- (an unknown order: service_role gets SH402, proof of its grant, and nothing changes)
+  ('confirm_instore_payment', $$select public.confirm_instore_payment('f0000000-0000-4000-8000-00000000dead', 'TX-PROBE')$$),
   ('cancel_order_for_event', format($$select public.cancel_order_for_event('stripe', 'evt_probe_c', 'x', %L, 'x')$$,
                                     :'bob_order')),
   ('expire_reservations', $$select public.expire_reservations()$$),
@@ -109,7 +111,7 @@ select is(
 select is(
   (select array_agg(distinct outcome) from probes where who = 'anon'
    and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'cancel_order', 'cancel_order_for_event',
-                'expire_reservations', 'restock')),
+                'confirm_instore_payment', 'expire_reservations', 'restock')),
   array['42501'],
   'grants_anon_functions: anon may not call any engine function that changes data');
 select is(
@@ -136,7 +138,7 @@ select is(
 select is(
   (select array_agg(distinct outcome) from probes where who = 'alice'
    and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'cancel_order', 'cancel_order_for_event',
-                'expire_reservations', 'restock')),
+                'confirm_instore_payment', 'expire_reservations', 'restock')),
   array['42501'],
   'grants_customer_functions: a signed-in customer may not call any engine function that changes data');
 select is(
@@ -155,8 +157,8 @@ select is(
   'rls_staff: staff read every order and line, and the products taken off sale too');
 select is(
   (select array_agg(distinct outcome) from probes where who = 'staff'
-   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'restock', 'update_order', 'private_stock',
-                'admin_view')),
+   and what in ('create_order', 'mark_paid', 'mark_paid_for_event', 'confirm_instore_payment', 'restock',
+                'update_order', 'private_stock', 'admin_view')),
   array['42501'],
   'grants_staff: staff read more, but write nothing and reach neither private nor admin directly');
 
@@ -165,9 +167,11 @@ select is(
 -- ============================================================================================================
 select is(
   (select array_agg(outcome order by what) from probes where who = 'service_role'
-   and what in ('admin_view', 'catalogue', 'create_order', 'get_bob', 'orders', 'restock')),
-  array['rows=' || (select count(*) from admin.stock_reconciliation), 'rows=2', 'rows=1', 'rows=1', 'rows=3', 'rows=1'],
-  'grants_service_role: service_role calls the engine, reads every order and product, and reads the admin views');
+   and what in ('admin_view', 'catalogue', 'confirm_instore_payment', 'create_order', 'get_bob', 'orders', 'restock')),
+  array['rows=' || (select count(*) from admin.stock_reconciliation), 'rows=2', 'SH402', 'rows=1', 'rows=1', 'rows=3',
+        'rows=1'],
+  'grants_service_role: service_role calls the engine (an unknown order''s confirmation reaches it: SH402), reads '
+    || 'every order and product, and reads the admin views');
 select is(
   (select array_agg(outcome order by what) from probes where who = 'service_role'
    and what in ('private_ledger', 'private_stock', 'update_order')),
