@@ -407,6 +407,8 @@ grant execute on function public.allocate_paid_order(uuid, text, timestamptz) to
 -- charge's cumulative amount_refunded, not the increment, and its events may arrive out of order: taking the
 -- total and keeping the larger of it and what is recorded makes a late or replayed event harmless without the
 -- door reading the order first. Stock is not touched: returned goods come back through restock.
+-- Answers {"result": "refund_recorded" | "already_recorded", "order": <order>}: already_recorded when the total is
+-- not above what is recorded (nothing changed).
 create function public.record_refund_total(
   p_order_id uuid,
   p_provider_ref text,
@@ -439,15 +441,15 @@ begin
       detail = jsonb_build_object('reason', 'bad refund amount')::text;
   end if;
 
-  if p_refunded_total > v_order.refunded_amount then
-    update public.orders o set refunded_amount = p_refunded_total where o.id = p_order_id;
-    insert into private.order_status_history (order_id, from_status, to_status, reason)
-    values (p_order_id, v_order.status, v_order.status,
-            format('refund %s %s, %s in total (%s)', p_refunded_total - v_order.refunded_amount, v_order.currency,
-                   p_refunded_total, coalesce(p_provider_ref, 'no reference')));
+  if p_refunded_total <= v_order.refunded_amount then
+    return jsonb_build_object('result', 'already_recorded', 'order', public.get_order(p_order_id));
   end if;
-
-  return public.get_order(p_order_id);
+  update public.orders o set refunded_amount = p_refunded_total where o.id = p_order_id;
+  insert into private.order_status_history (order_id, from_status, to_status, reason)
+  values (p_order_id, v_order.status, v_order.status,
+          format('refund %s %s, %s in total (%s)', p_refunded_total - v_order.refunded_amount, v_order.currency,
+                 p_refunded_total, coalesce(p_provider_ref, 'no reference')));
+  return jsonb_build_object('result', 'refund_recorded', 'order', public.get_order(p_order_id));
 end
 $$;
 
@@ -455,11 +457,58 @@ revoke all on function public.record_refund_total(uuid, text, bigint, text) from
 grant execute on function public.record_refund_total(uuid, text, bigint, text) to service_role;
 
 -- ============================================================================================================
+-- record_refund_total_for_event
+-- ============================================================================================================
+-- Why: a provider's refund event (Stripe's charge.refunded, which reports the charge's cumulative amount_refunded)
+-- and its effect as one statement, as mark_paid_for_event is for payments: record_payment_event, then
+-- record_refund_total the first time the event is seen ({"duplicate": true} otherwise). The event names the order
+-- in its metadata, or only the payment it refunds: p_order_id null finds the order paid with p_provider_ref
+-- (orders_provider_payment_ref_idx); none is SH402. An error ends the statement with the event unrecorded.
+-- Security invoker, like mark_paid_for_event: it reads orders (service_role may) and reaches private tables only
+-- through the two entry points, which are definers.
+create function public.record_refund_total_for_event(
+  p_provider text,
+  p_event_id text,
+  p_event_type text,
+  p_order_id uuid,
+  p_provider_ref text,
+  p_refunded_total bigint,
+  p_currency text
+)
+returns jsonb
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+declare
+  v_order_id uuid := p_order_id;
+begin
+  if v_order_id is null then
+    select o.id into v_order_id from public.orders o
+    where o.payment_method = p_provider and o.provider_payment_ref = p_provider_ref
+    limit 1;
+  end if;
+  if not public.record_payment_event(p_provider, p_event_id, p_event_type, v_order_id) then
+    return jsonb_build_object('duplicate', true);
+  end if;
+  if v_order_id is null then
+    raise exception using errcode = 'SH402',
+      message = format('order_not_found: no %s order was paid with %s', p_provider, coalesce(p_provider_ref, 'null'));
+  end if;
+  return public.record_refund_total(v_order_id, p_provider_ref, p_refunded_total, p_currency);
+end
+$$;
+
+revoke all on function public.record_refund_total_for_event(text, text, text, uuid, text, bigint, text)
+  from public, anon, authenticated;
+grant execute on function public.record_refund_total_for_event(text, text, text, uuid, text, bigint, text)
+  to service_role;
+
+-- ============================================================================================================
 -- record_refund
 -- ============================================================================================================
 -- Why: a refund reported as an increment (SumUp, staff). Locks the order, adds the increment to what is recorded
--- and hands the new total to record_refund_total, the one place that checks and records refunds. The door
--- dedupes the refund webhook with record_payment_event in the same transaction.
+-- and hands the new total to record_refund_total, the one place that checks and records refunds (its answer).
 create function public.record_refund(p_order_id uuid, p_provider_ref text, p_amount bigint, p_currency text)
 returns jsonb
 language plpgsql

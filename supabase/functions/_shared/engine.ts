@@ -1,7 +1,7 @@
 /**
- * Typed calls to the engine's entry points (docs/engine-contract.md). Most take an open transaction from db.ts's
- * withTx, so a caller can put several in one transaction (a webhook's event record and its effect); the ones
- * named `...Call` build the call as an expression for db.ts's callOnce (one statement, one round trip).
+ * Typed calls to the engine's entry points (docs/engine-contract.md). Some take an open transaction from db.ts's
+ * withTx (reads that RLS decides, several calls in one transaction); the ones named `...Call` build the call as an
+ * expression for db.ts's callOnce (one statement, one round trip: a webhook's event record and its effect).
  * No rule lives here: these only name the SQL functions and their arguments.
  */
 import type { Fragment, Sql, Tx } from "./db.ts";
@@ -139,7 +139,7 @@ export async function allocatePaidOrder(
   return single(await tx`select public.allocate_paid_order(${orderId}::uuid, ${note}) as result`);
 }
 
-/** The record_payment_event call, for {@link recordPaymentEvent} or as a statement of its own (callOnce). */
+/** The record_payment_event call, as a statement of its own (callOnce): true the first time the event is seen. */
 export function recordPaymentEventCall(
   sql: Sql | Tx,
   event: { provider: "stripe" | "sumup"; id: string; type: string; orderId?: string | null },
@@ -149,24 +149,31 @@ export function recordPaymentEventCall(
   }::uuid)`;
 }
 
-/** True the first time (provider, event id) is seen; call it in the transaction of the event's effect. */
-export async function recordPaymentEvent(
-  tx: Tx,
-  event: { provider: "stripe" | "sumup"; id: string; type: string; orderId?: string | null },
-): Promise<boolean> {
-  return single(await tx`select ${recordPaymentEventCall(tx, event)} as result`);
+/** What record_refund_total answers: whether the reported total raised the refunded amount, and the order. */
+export interface RefundResult {
+  result: "refund_recorded" | "already_recorded";
+  order: Order;
 }
 
-/** Records a refund on the order. */
-export async function recordRefund(
-  tx: Tx,
-  orderId: string,
-  refund: { ref: string; amount: number; currency: string },
-): Promise<Order> {
-  return single(
-    await tx`select public.record_refund(${orderId}::uuid, ${refund.ref}, ${refund.amount}::bigint,
-      ${refund.currency}) as result`,
-  );
+/**
+ * Records a provider's refund event and, the first time it is seen, the refunded total it reports (Stripe's
+ * cumulative amount_refunded), in one statement (record_refund_total_for_event): `{ duplicate: true }` for a
+ * redelivery, else {@link RefundResult}. Without an order id the engine finds the order paid with `ref`.
+ */
+export function recordRefundTotalForEventCall(
+  sql: Sql,
+  event: {
+    provider: "stripe" | "sumup";
+    id: string;
+    type: string;
+    orderId: string | null;
+    ref: string;
+    refundedTotal: number;
+    currency: string;
+  },
+): Fragment {
+  return sql`public.record_refund_total_for_event(${event.provider}, ${event.id}, ${event.type},
+    ${event.orderId}::uuid, ${event.ref}, ${event.refundedTotal}::bigint, ${event.currency})`;
 }
 
 /** Why the order was cancelled (the reason cancel_order recorded), or null if it never was. service_role only. */

@@ -1,28 +1,21 @@
 /**
  * stripe-webhook: Stripe's events about our Checkout Sessions and charges. The signature is checked on the raw
  * body first (400 and nothing changed when it fails); then the event is recorded and its effect applied in ONE
- * transaction, so an event is acted on exactly once however often Stripe delivers it, and in whatever order. A
- * payment or a cancel is that transaction as one statement (mark_paid_for_event, cancel_order_for_event), so the
- * stock rows it changes are free at its commit instead of waiting on this function's next round trips.
+ * transaction, so an event is acted on exactly once however often Stripe delivers it, and in whatever order. Each is
+ * that transaction as one statement (mark_paid_for_event, cancel_order_for_event, record_refund_total_for_event, or
+ * record_payment_event alone), so the stock rows a payment or a cancel changes are free at its commit instead of
+ * waiting on this function's next round trips.
  */
-import {
-  callOnce,
-  callOnceEarlyRelease,
-  type Fragment,
-  type Sql,
-  type Tx,
-  type TxContext,
-  withTxEarlyRelease,
-} from "../_shared/db.ts";
+import { callOnce, callOnceEarlyRelease, type Fragment, type Sql, type TxContext } from "../_shared/db.ts";
 import {
   cancelOrderForEventCall,
   type CancelResult,
   type ForEvent,
   markPaidForEventCall,
   type MarkPaidResult,
-  recordPaymentEvent,
   recordPaymentEventCall,
-  recordRefund,
+  recordRefundTotalForEventCall,
+  type RefundResult,
 } from "../_shared/engine.ts";
 import { AppError, engineErrorCode } from "../_shared/errors.ts";
 import { json, serve } from "../_shared/http.ts";
@@ -32,21 +25,14 @@ import type { StripeWebhookResponse } from "./schema.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** What an event does to its order, run inside the event's transaction. */
-type Effect = (tx: Tx) => Promise<Record<string, unknown>>;
-
-/**
- * What an event does to its order as one engine call that records the event too (an `..._for_event` function):
- * a payment or a cancel, whose stock rows must not wait on this function's round trips.
- */
+/** What an event does to its order as one engine call that records the event too (an `..._for_event` function). */
 type EventCall = (sql: Sql) => Fragment;
 
-/** An event's order (if it names one) and its effect, or its one-statement call (neither: recorded only). */
+/** An event's order (if it names one) and its one-statement call (none: recorded only). */
 interface Plan {
   orderId: string | null;
-  effect?: Effect;
   call?: EventCall;
-  /** Why there is no effect, for the log and the answer. */
+  /** Why there is no call, for the log and the answer. */
   skip?: string;
 }
 
@@ -89,27 +75,22 @@ function cancelCall(event: Stripe.Event, orderId: string): EventCall {
     });
 }
 
-/** A refunded charge's order: its metadata (copied from our PaymentIntent), else the stored payment ref. */
-async function chargeOrderId(tx: Tx, charge: Stripe.Charge): Promise<string | null> {
-  const fromMetadata = uuidOrNull(charge.metadata?.order_id);
-  if (fromMetadata) return fromMetadata;
-  const intent = idOf(charge.payment_intent);
-  if (!intent) return null;
-  const rows = await tx`select id from public.orders
-    where payment_method = 'stripe' and provider_payment_ref = ${intent} limit 1`;
-  return (rows[0]?.id as string | undefined) ?? null;
-}
-
 /**
- * What a charge.refunded event adds: Stripe reports the charge's cumulative amount_refunded, the engine's
- * record_refund adds an increment. The difference to what the order already shows is new; zero or less means
- * an older event arriving late. One Checkout payment is one charge, so the order's figure is the charge's.
- * The advisory lock serialises two refund events of one order, so both cannot read the same starting figure.
+ * Records the refunded total a charge.refunded reports (Stripe's cumulative amount_refunded; the engine keeps the
+ * larger of it and what is recorded, so a late or replayed event changes nothing). The order from the charge's
+ * metadata (copied from our PaymentIntent), else the engine finds it by the PaymentIntent it was paid with.
  */
-async function newlyRefunded(tx: Tx, orderId: string, cumulative: number): Promise<number> {
-  await tx`select pg_advisory_xact_lock(hashtextextended(${`stripe-refund:${orderId}`}, 0))`;
-  const rows = await tx`select refunded_amount from public.orders where id = ${orderId}::uuid`;
-  return rows[0] ? cumulative - Number(rows[0].refunded_amount) : 0;
+function refundCall(event: Stripe.Event, charge: Stripe.Charge): EventCall {
+  return (sql) =>
+    recordRefundTotalForEventCall(sql, {
+      provider: "stripe",
+      id: event.id,
+      type: event.type,
+      orderId: uuidOrNull(charge.metadata?.order_id),
+      ref: idOf(charge.payment_intent) ?? charge.id,
+      refundedTotal: charge.amount_refunded,
+      currency: charge.currency.toUpperCase(),
+    });
 }
 
 /** Decides, from the verified event alone, what it means for which order. */
@@ -136,38 +117,10 @@ function plan(event: Stripe.Event): Plan {
     }
     case "charge.refunded": {
       const charge = event.data.object;
-      // The order may only be found through the database, so the lookup is part of the effect.
-      return {
-        orderId: uuidOrNull(charge.metadata?.order_id),
-        effect: async (tx) => {
-          const orderId = await chargeOrderId(tx, charge);
-          if (!orderId) return { ignored: "order_not_found" };
-          const amount = await newlyRefunded(tx, orderId, charge.amount_refunded);
-          if (amount <= 0) return { ignored: "refund_already_recorded" };
-          const order = await recordRefund(tx, orderId, {
-            ref: idOf(charge.payment_intent) ?? charge.id,
-            amount,
-            currency: charge.currency.toUpperCase(),
-          });
-          return { result: "refund_recorded", order_id: orderId, refunded_amount: order.refunded_amount };
-        },
-      };
+      return { orderId: uuidOrNull(charge.metadata?.order_id), call: refundCall(event, charge) };
     }
     default:
       return { orderId: null, skip: "unhandled_type" };
-  }
-}
-
-/**
- * Applies the effect (a refund) under a savepoint: the engine refusing it for a reason that a retry cannot change
- * keeps the event recorded and answers 200, so Stripe stops redelivering; anything else rolls the whole event back
- * for Stripe to retry.
- */
-async function applyEffect(tx: Tx, effect: Effect, log: Logger): Promise<Record<string, unknown>> {
-  try {
-    return await tx.savepoint((sp) => effect(sp)) as Record<string, unknown>;
-  } catch (err) {
-    return { ignored: notApplicable(err, log) };
   }
 }
 
@@ -192,8 +145,8 @@ function notApplicable(err: unknown, log: Logger): string {
 
 /**
  * An event whose effect is one statement that records it too (an `..._for_event` call). A refusal that redelivery
- * cannot change rolls that statement back; the event is then recorded on its own and answered 200, as applyEffect
- * does under its savepoint, so Stripe stops redelivering. Anything else leaves the event unrecorded for a retry.
+ * cannot change rolls that statement back; the event is then recorded on its own and answered 200, so Stripe stops
+ * redelivering. Anything else leaves the event unrecorded for a retry.
  */
 async function applyEventCall(
   ctx: TxContext,
@@ -203,8 +156,12 @@ async function applyEventCall(
   log: Logger,
 ): Promise<Record<string, unknown>> {
   try {
-    const done = await callOnceEarlyRelease<ForEvent<MarkPaidResult | CancelResult>>(ctx, call);
+    const done = await callOnceEarlyRelease<ForEvent<MarkPaidResult | CancelResult | RefundResult>>(ctx, call);
     if ("duplicate" in done) return { duplicate: true };
+    if (done.result === "already_recorded") return { ignored: "refund_already_recorded" };
+    if (done.result === "refund_recorded") {
+      return { result: done.result, order_id: done.order.id, refunded_amount: done.order.refunded_amount };
+    }
     return { result: done.result, status: done.order.status };
   } catch (err) {
     const ignored = notApplicable(err, log);
@@ -214,6 +171,20 @@ async function applyEventCall(
     );
     return first ? { ignored } : { duplicate: true };
   }
+}
+
+/** An event that changes nothing (not ours, payment pending, unhandled): recorded, so a redelivery is a duplicate. */
+async function recordOnly(
+  ctx: TxContext,
+  event: Stripe.Event,
+  orderId: string | null,
+  skip: string | undefined,
+): Promise<Record<string, unknown>> {
+  const first = await callOnceEarlyRelease<boolean>(
+    ctx,
+    (sql) => recordPaymentEventCall(sql, { provider: "stripe", id: event.id, type: event.type, orderId }),
+  );
+  return first ? { ignored: skip } : { duplicate: true };
 }
 
 function badSignature(): AppError {
@@ -236,18 +207,13 @@ const framed = serve({ name: "stripe-webhook", methods: ["POST"] }, async (req, 
   }
 
   const log = ctx.log.child({ event_id: event.id, event_type: event.type });
-  const { orderId, effect, call, skip } = plan(event);
+  const { orderId, call, skip } = plan(event);
   // Early lock release (as orders-create): the stock rows a payment or a cancel changes are free at its commit;
   // Stripe hears 200 only once that commit is on disk.
   const txCtx: TxContext = { correlationId: ctx.correlationId, actor: "stripe" };
   const outcome = call
     ? await applyEventCall(txCtx, event, orderId, call, log)
-    : await withTxEarlyRelease(txCtx, async (tx) => {
-      const first = await recordPaymentEvent(tx, { provider: "stripe", id: event.id, type: event.type, orderId });
-      if (!first) return { duplicate: true };
-      if (!effect) return { ignored: skip };
-      return await applyEffect(tx, effect, log);
-    });
+    : await recordOnly(txCtx, event, orderId, skip);
   log.info("stripe event processed", { order_id: orderId, ...outcome });
   const answer: StripeWebhookResponse = { received: true, ...outcome };
   return json(answer);

@@ -234,6 +234,28 @@ test("charge.refunded records the refund; a later partial-then-full sequence add
   assert.deepEqual(await stockOf(sql, f.product.id), { onHand: 3, reserved: 0 });
 });
 
+test("charge.refunded delivered twice records the refund once; the second answers duplicate", async () => {
+  const f = await stripeOrder();
+  await deliver(sessionEvent("checkout.session.completed", f));
+  const event = refundEvent(f, 700);
+  assert.equal((await deliver(event)).body.result, "refund_recorded");
+  assert.deepEqual((await deliver(event)).body, { received: true, duplicate: true });
+  assert.equal(Number((await orderRow(sql, f.order.id)).refunded_amount), 700);
+});
+
+test("charge.refunded for a payment no order was paid with, or for an unpaid order, is recorded and ignored", async () => {
+  const f = await stripeOrder();
+  // no metadata and a PaymentIntent nobody paid with: the engine finds no order (SH402)
+  const stranger = refundEvent({ ...f, paymentIntent: "pi_nobody_paid_with_this" }, 100, { metadata: false });
+  assert.deepEqual((await deliver(stranger)).body, { received: true, ignored: "order_not_found" });
+  assert.ok(await eventRecorded(stranger.id), "recorded, so Stripe's redeliveries stop there");
+  assert.deepEqual((await deliver(stranger)).body, { received: true, duplicate: true });
+  // the order of the metadata is not paid: the engine refuses a refund (SH410), no retry can change that
+  const unpaid = refundEvent(f, 100);
+  assert.deepEqual((await deliver(unpaid)).body, { received: true, ignored: "invalid_transition" });
+  assert.equal(Number((await orderRow(sql, f.order.id)).refunded_amount), 0);
+});
+
 test("charge.refunded without metadata finds the order by its payment intent", async () => {
   const f = await stripeOrder();
   await deliver(sessionEvent("checkout.session.completed", f));

@@ -91,6 +91,7 @@ insert into engine_writers values
   ('public.record_payment_event(text, text, text, uuid)'),
   ('public.record_refund(uuid, text, bigint, text)'),
   ('public.record_refund_total(uuid, text, bigint, text)'),
+  ('public.record_refund_total_for_event(text, text, text, uuid, text, bigint, text)'),
   ('public.mark_fulfilled(uuid, timestamptz)'),
   ('public.expire_reservations(timestamptz, integer, integer)'),
   ('public.sweep_reservations(integer)'),

@@ -31,7 +31,7 @@ select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'b',
                                             '{}', null, :'t0'::timestamptz + interval '20 minutes')) as o4 \gset
 -- 4. the late payment of the lapsed order: nothing left, so paid_out_of_stock, then refunded
 select public.mark_paid(:'o3', 'sumup', 'tx-3', 268, 'EUR', :'t0'::timestamptz + interval '21 minutes') ->> 'result' as o3_result \gset
-select public.record_refund(:'o3', 'rf-3', 268, 'EUR') ->> 'refunded_amount' as r \gset
+select public.record_refund(:'o3', 'rf-3', 268, 'EUR') -> 'order' ->> 'refunded_amount' as r \gset
 -- 5. an online order that lapses, swept, then paid late with stock left
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'a', 1)), 'stripe', 'rec-5', 'h',
                                             '{}', null, :'t0')) as o5 \gset

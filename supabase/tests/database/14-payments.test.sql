@@ -2,7 +2,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(32);
+select plan(37);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -98,20 +98,47 @@ select throws_ok(format($$select public.record_refund(%L, 're_1', 100, 'EUR')$$,
   'invalid_transition: cannot refund an order that is awaiting_payment',
   'refund_unpaid: an unpaid order cannot be refunded');
 select public.mark_paid(:'a', 'stripe', 'pi_a', 2380, 'eur') ->> 'result' as paid \gset
-select is(public.record_refund(:'a', 're_1', 1000, 'eur') -> 'refunded_amount', '1000'::jsonb,
+select is(public.record_refund(:'a', 're_1', 1000, 'eur') -> 'order' -> 'refunded_amount', '1000'::jsonb,
   'refund_partial: a partial refund adds to refunded_amount');
-select is(public.record_refund(:'a', 're_2', 380, 'EUR') -> 'refunded_amount', '1380'::jsonb,
+select is(public.record_refund(:'a', 're_2', 380, 'EUR') -> 'order' -> 'refunded_amount', '1380'::jsonb,
   'refund_again: a second refund adds again');
 select throws_ok(format($$select public.record_refund(%L, 're_3', 1001, 'EUR')$$, :'a'), 'SH400', null,
   'refund_not_above_total: refunds never exceed what was paid');
 select throws_ok(format($$select public.record_refund(%L, 're_3', 10, 'USD')$$, :'a'), 'SH400', null,
   'refund_currency: a refund in another currency is refused');
-select is(public.record_refund_total(:'a', 're_4', 2000, 'eur') -> 'refunded_amount', '2000'::jsonb,
+select is(
+  (select row(x ->> 'result', x -> 'order' -> 'refunded_amount')::text from public.record_refund_total(:'a', 're_4', 2000, 'eur') x),
+  row('refund_recorded', '2000')::text,
   'refund_total_raises: a cumulative total above what is recorded becomes the refunded amount');
-select is(public.record_refund_total(:'a', 're_1', 1000, 'eur') -> 'refunded_amount', '2000'::jsonb,
-  'refund_total_late_event: an older, smaller cumulative total changes nothing');
+select is(
+  (select row(x ->> 'result', x -> 'order' -> 'refunded_amount')::text from public.record_refund_total(:'a', 're_1', 1000, 'eur') x),
+  row('already_recorded', '2000')::text,
+  'refund_total_late_event: an older, smaller cumulative total changes nothing, and says so');
 select throws_ok(format($$select public.record_refund_total(%L, 're_5', 2381, 'EUR')$$, :'a'), 'SH400', null,
   'refund_total_not_above_total: a cumulative total above the order total is refused');
+
+-- ---- record_refund_total_for_event: Stripe's charge.refunded and its effect in one statement ----------------------
+select is(
+  public.record_refund_total_for_event('stripe', 'evt_rf_1', 'charge.refunded', null, 'pi_a', 2100, 'eur')
+    ->> 'result',
+  'refund_recorded',
+  'refund_event_by_payment: an event naming only the payment finds the order paid with it');
+select is(
+  public.record_refund_total_for_event('stripe', 'evt_rf_1', 'charge.refunded', null, 'pi_a', 2100, 'eur'),
+  '{"duplicate": true}'::jsonb,
+  'refund_event_duplicate: the same event again is a duplicate and changes nothing');
+select is(
+  (select row(refunded_amount, (select count(*) from private.payment_events where event_id = 'evt_rf_1'))::text
+     from public.orders where id = :'a'),
+  row(2100, 1)::text,
+  'refund_event_once: one refund recorded, one event');
+select throws_ok(
+  $$select public.record_refund_total_for_event('stripe', 'evt_rf_2', 'charge.refunded', null, 'pi_nobody', 10, 'eur')$$,
+  'SH402', null,
+  'refund_event_unknown_payment: a payment no order was paid with is SH402');
+select is(
+  (select count(*) from private.payment_events where event_id = 'evt_rf_2'), 0::bigint,
+  'refund_event_unknown_unrecorded: and the event stays unrecorded (the door records it alone, as ignored)');
 
 -- ---- fulfilment ----------------------------------------------------------------------------------------------------
 select throws_ok(format($$select public.mark_fulfilled(%L)$$, :'b'), 'SH410',
