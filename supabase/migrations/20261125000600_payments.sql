@@ -244,29 +244,20 @@ revoke all on function public.mark_paid_for_event(text, text, text, uuid, text, 
 grant execute on function public.mark_paid_for_event(text, text, text, uuid, text, bigint, text, timestamptz)
   to service_role;
 
--- Why: the refusal of a SumUp transaction code that another order already carries as its payment reference, with
--- that order named (orders_provider_payment_ref_idx finds it).
-create function private.raise_if_code_used(p_transaction_code text, p_order_id uuid)
-returns void
-language plpgsql
+-- Why: the SumUp order other than p_order_id that carries p_transaction_code as its payment reference (paid by staff
+-- or by sumup-webhook), or null (orders_provider_payment_ref_idx finds it).
+create function private.sumup_order_paid_with(p_transaction_code text, p_order_id uuid)
+returns uuid
+language sql
 stable
 set search_path = ''
 as $$
-declare
-  v_other uuid;
-begin
-  select o.id into v_other from public.orders o
+  select o.id from public.orders o
   where o.payment_method = 'sumup' and o.provider_payment_ref = p_transaction_code and o.id <> p_order_id
-  limit 1;
-  if v_other is not null then
-    raise exception using errcode = 'SH411',
-      message = 'transaction_code_reused: this SumUp transaction code already paid another order; check the receipt',
-      detail = jsonb_build_object('transaction_code', p_transaction_code, 'order_id', v_other)::text;
-  end if;
-end
+  limit 1
 $$;
 
-revoke all on function private.raise_if_code_used(text, uuid) from public, anon, authenticated, service_role;
+revoke all on function private.sumup_order_paid_with(text, uuid) from public, anon, authenticated, service_role;
 
 -- ============================================================================================================
 -- confirm_instore_payment
@@ -279,7 +270,7 @@ revoke all on function private.raise_if_code_used(text, uuid) from public, anon,
 -- ('sumup', 'txn:<code>') in the same transaction, so two confirmations racing with one code on two orders cannot
 -- both commit: the second waits on the event's key, finds it taken and raises SH411, which rolls its payment back.
 -- The same order confirmed again is mark_paid's already_paid and claims nothing. Security definer, as mark_paid:
--- it calls the private refusal above.
+-- it locks the order and reads the private lookup above.
 create function public.confirm_instore_payment(
   p_order_id uuid,
   p_transaction_code text,
@@ -291,8 +282,9 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_total bigint;
-  v_currency text;
+  v_order public.orders%rowtype;
+  v_other uuid;
+  v_reused boolean;
   v_paid jsonb;
 begin
   -- (the door checks the code's shape for its answer; this keeps the event key within its 255 characters)
@@ -301,20 +293,24 @@ begin
       detail = jsonb_build_object('reason', 'bad transaction code')::text;
   end if;
 
-  select o.total, o.currency into v_total, v_currency from public.orders o where o.id = p_order_id;
-  if not found then
-    raise exception using errcode = 'SH402', message = format('order_not_found: %s', p_order_id);
+  v_order := private.lock_order(p_order_id);
+  v_other := private.sumup_order_paid_with(p_transaction_code, p_order_id);
+  v_reused := v_other is not null;
+  if not v_reused then
+    v_paid := public.mark_paid(p_order_id, 'sumup', p_transaction_code, v_order.total, v_order.currency, p_now);
+    -- only a payment made here claims the code (already_paid or a mismatch changed nothing)
+    if v_paid ->> 'result' in ('paid', 'paid_out_of_stock') then
+      v_reused := not public.record_payment_event('sumup', 'txn:' || p_transaction_code, 'instore.confirm', p_order_id);
+    end if;
+    if v_reused then
+      -- a confirmation of another order claimed it and has committed since: name that order
+      v_other := private.sumup_order_paid_with(p_transaction_code, p_order_id);
+    end if;
   end if;
-  perform private.raise_if_code_used(p_transaction_code, p_order_id);
-
-  v_paid := public.mark_paid(p_order_id, 'sumup', p_transaction_code, v_total, v_currency, p_now);
-  if v_paid ->> 'result' in ('paid', 'paid_out_of_stock')
-     and not public.record_payment_event('sumup', 'txn:' || p_transaction_code, 'instore.confirm', p_order_id) then
-    -- claimed meanwhile by a confirmation of another order that has committed since
-    perform private.raise_if_code_used(p_transaction_code, p_order_id);
+  if v_reused then
     raise exception using errcode = 'SH411',
       message = 'transaction_code_reused: this SumUp transaction code already paid another order; check the receipt',
-      detail = jsonb_build_object('transaction_code', p_transaction_code)::text;
+      detail = jsonb_strip_nulls(jsonb_build_object('transaction_code', p_transaction_code, 'order_id', v_other))::text;
   end if;
   return v_paid;
 end
