@@ -6,7 +6,7 @@
  * record_payment_event alone), so the stock rows a payment or a cancel changes are free at its commit instead of
  * waiting on this function's next round trips.
  */
-import { callOnce, callOnceEarlyRelease, type Fragment, type Sql, type TxContext } from "../_shared/db.ts";
+import { callOnceEarlyRelease, type Fragment, type Sql, type TxContext } from "../_shared/db.ts";
 import {
   cancelOrderForEventCall,
   type CancelResult,
@@ -164,16 +164,14 @@ async function applyEventCall(
     }
     return { result: done.result, status: done.order.status };
   } catch (err) {
-    const ignored = notApplicable(err, log);
-    const first = await callOnce<boolean>(
-      ctx,
-      (sql) => recordPaymentEventCall(sql, { provider: "stripe", id: event.id, type: event.type, orderId }),
-    );
-    return first ? { ignored } : { duplicate: true };
+    return await recordOnly(ctx, event, orderId, notApplicable(err, log));
   }
 }
 
-/** An event that changes nothing (not ours, payment pending, unhandled): recorded, so a redelivery is a duplicate. */
+/**
+ * An event that changes nothing (not ours, payment pending, unhandled, or refused by the engine for good): recorded
+ * on its own, so a redelivery is a duplicate.
+ */
 async function recordOnly(
   ctx: TxContext,
   event: Stripe.Event,
