@@ -481,41 +481,51 @@ begin
       detail = jsonb_build_object('reason', 'too many items')::text;
   end if;
 
-  -- CASE, not OR: its branches run in order, so a quantity is cast only once it is known to be a JSON number.
-  select format('item %s: %s', e.n, e.problem)
-  into v_bad
+  -- 3. the items, the lines and what the catalogue says of them, in one statement (each statement a PL/pgSQL function runs
+  -- pays for its executor's set-up, the largest single cost of a create_order): every item is checked, the items
+  -- of one product become one line with the summed quantity, in the position the product first appeared, and each
+  -- line's product is looked up (known and on sale, its currency), with the channel's reservation TTL. The errors
+  -- are raised below in the order the checks were always made: the first bad item, a line over 1000 units, the
+  -- customer, unknown products, mixed currencies.
+  -- An item's problem is a CASE, not an OR: its branches run in order, so a quantity is cast only once it is known
+  -- to be a JSON number; a bad item joins no line (its group is the null one) and is never cast to a uuid.
+  select max(g.bad),
+         array_agg(g.product_id order by g.first_n) filter (where g.product_id is not null),
+         array_agg(g.quantity order by g.first_n) filter (where g.product_id is not null),
+         max(g.quantity),
+         array_agg(g.product_id order by g.first_n) filter (where g.product_id is not null and p.id is null),
+         array_agg(distinct p.currency::text) filter (where p.id is not null),
+         (select s.reservation_ttl from private.settings s where s.payment_method = p_payment_method)
+  into v_bad, v_product_ids, v_quantities, v_max_quantity, v_missing, v_currencies, v_ttl
   from (
-    select e.n, case
-             when jsonb_typeof(e.item) <> 'object' then 'must be an object'
-             when jsonb_typeof(e.item -> 'product_id') is distinct from 'string'
-               or (e.item ->> 'product_id') !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-               then 'product_id must be a uuid'
-             when jsonb_typeof(e.item -> 'quantity') is distinct from 'number' then 'quantity must be a whole number'
-             when (e.item ->> 'quantity')::numeric <> trunc((e.item ->> 'quantity')::numeric)
-               then 'quantity must be a whole number'
-             when (e.item ->> 'quantity')::numeric not between 1 and 1000 then 'quantity must be between 1 and 1000'
-           end as problem
-    from jsonb_array_elements(p_items) with ordinality as e (item, n)
-  ) e
-  where e.problem is not null
-  order by e.n
-  limit 1;
+    select case when e.problem is null then (e.item ->> 'product_id')::uuid end as product_id,
+           sum(case when e.problem is null then (e.item ->> 'quantity')::numeric end)::integer as quantity,
+           min(e.n) as first_n,
+           (array_agg(format('item %s: %s', e.n, e.problem) order by e.n) filter (where e.problem is not null))[1] as bad
+    from (
+      select e.n, e.item, case
+               when jsonb_typeof(e.item) <> 'object' then 'must be an object'
+               when jsonb_typeof(e.item -> 'product_id') is distinct from 'string'
+                 or (e.item ->> 'product_id') !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                 then 'product_id must be a uuid'
+               when jsonb_typeof(e.item -> 'quantity') is distinct from 'number' then 'quantity must be a whole number'
+               when (e.item ->> 'quantity')::numeric <> trunc((e.item ->> 'quantity')::numeric)
+                 then 'quantity must be a whole number'
+               when (e.item ->> 'quantity')::numeric not between 1 and 1000 then 'quantity must be between 1 and 1000'
+             end as problem
+      from jsonb_array_elements(p_items) with ordinality as e (item, n)
+      offset 0 -- (evaluated once per item, not once per use of problem)
+    ) e
+    group by 1
+  ) g
+  -- (one index probe per line: LIMIT 1 keeps the planner from flattening it into a hash join over the catalogue)
+  left join lateral (select p.id, p.currency from public.products p where p.id = g.product_id and p.active limit 1) p
+    on true;
+
   if v_bad is not null then
     raise exception using errcode = 'SH400', message = 'invalid_request: ' || v_bad,
       detail = jsonb_build_object('reason', v_bad)::text;
   end if;
-
-  -- The same product twice is one line with the summed quantity, in the position it first appeared.
-  select array_agg(l.product_id order by l.first_n), array_agg(l.quantity order by l.first_n), max(l.quantity)
-  into v_product_ids, v_quantities, v_max_quantity
-  from (
-    select (e.item ->> 'product_id')::uuid as product_id,
-           sum((e.item ->> 'quantity')::numeric)::integer as quantity,
-           min(e.n) as first_n
-    from jsonb_array_elements(p_items) with ordinality as e (item, n)
-    group by 1
-  ) l;
-
   if v_max_quantity > 1000 then
     raise exception using errcode = 'SH400', message = 'invalid_request: at most 1000 units of a product per order',
       detail = jsonb_build_object('reason', 'quantity must be between 1 and 1000')::text;
@@ -530,14 +540,6 @@ begin
       detail = jsonb_build_object('reason', 'bad customer')::text;
   end if;
 
-  -- 3. the products: all known and on sale, one currency (one read of the catalogue and the settings)
-  select array_agg(i.id order by i.ord) filter (where p.id is null),
-         array_agg(distinct p.currency::text) filter (where p.id is not null),
-         (select s.reservation_ttl from private.settings s where s.payment_method = p_payment_method)
-  into v_missing, v_currencies, v_ttl
-  from unnest(v_product_ids) with ordinality as i (id, ord)
-  -- (one index probe per line: LIMIT 1 keeps the planner from flattening it into a hash join over the catalogue)
-  left join lateral (select p.id, p.currency from public.products p where p.id = i.id and p.active limit 1) p on true;
   if v_missing is not null then
     raise exception using errcode = 'SH401',
       message = format('product_not_found: unknown or inactive product(s) %s', array_to_string(v_missing, ', ')),

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(14);
+select plan(15);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -66,6 +66,13 @@ select is(
   array(select format('%s x%s', x ->> 'sku', x ->> 'quantity') from jsonb_array_elements(:'o5'::jsonb -> 'items') x),
   array['T-PRICE-A x4', 'T-PRICE-B x2'],
   'pricing_duplicates_summed: a product sent twice becomes one line with the summed quantity, where it first appeared');
+select is(
+  array(select format('%s x%s', x ->> 'sku', x ->> 'quantity')
+        from jsonb_array_elements(public.create_order(
+          jsonb_build_array(pg_temp.line(:'b', 1), pg_temp.line(:'a', 2), pg_temp.line(:'b', 3)),
+          'sumup', 'price-5b', 'h5b') -> 'order' -> 'items') x),
+  array['T-PRICE-B x4', 'T-PRICE-A x2'],
+  'pricing_lines_in_first_order: lines follow the order products first appear in, whichever id sorts first');
 
 -- ---- stored lines ---------------------------------------------------------------------------------------------
 select is(

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(24);
+select plan(28);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -89,6 +89,29 @@ select throws_ok(
   format($$select public.create_order(%L, 'sumup', %L, 'h')$$, jsonb_build_array(pg_temp.line(:'eur', 1)), repeat('k', 256)),
   'SH400', 'invalid_request: idempotency key longer than 255 characters',
   'create_order_long_key: create_order refuses an idempotency key longer than 255 characters');
+-- one statement reads every item and the catalogue (create_order, step 3); the refusals still come in a fixed
+-- order: the first bad item, a product over 1000 units, the customer, then unknown products
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-20', 'h')$$,
+         jsonb_build_array(pg_temp.line(:'ghost', 1), pg_temp.line(:'eur', 1),
+                           jsonb_build_object('product_id', :'eur', 'quantity', '2'), 7)),
+  'SH400', 'invalid_request: item 3: quantity must be a whole number',
+  'create_order_first_bad_item: a bad item is refused before an unknown product, naming the first bad item');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-21', 'h')$$,
+         jsonb_build_array(pg_temp.line(:'ghost', 1), pg_temp.line(:'eur', 600), pg_temp.line(:'eur', 600))),
+  'SH400', 'invalid_request: at most 1000 units of a product per order',
+  'create_order_sum_before_unknown: lines of one product over 1000 units are refused before an unknown product');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-22', 'h', '[]')$$,
+         jsonb_build_array(pg_temp.line(:'ghost', 1))),
+  'SH400', 'invalid_request: customer must be {"email"?: text, "name"?: text}',
+  'create_order_customer_before_unknown: bad customer details are refused before an unknown product');
+select throws_ok(
+  format($$select public.create_order(%L, 'sumup', 'err-23', 'h')$$,
+         jsonb_build_array(pg_temp.line(:'ghost', 1), pg_temp.line(:'gbp', 1), pg_temp.line(:'eur', 1))),
+  'SH401', 'product_not_found: unknown or inactive product(s) f0000000-0000-4000-8000-00000000dead',
+  'create_order_unknown_before_currency: an unknown product is refused before mixed currencies');
 select is(
   pg_temp.error_of($$select public.create_order('[]', 'sumup', 'err-16', 'h')$$),
   '{"code": "SH400", "detail": {"reason": "empty order"}}'::jsonb,
