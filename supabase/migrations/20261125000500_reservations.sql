@@ -481,12 +481,12 @@ begin
       detail = jsonb_build_object('reason', 'too many items')::text;
   end if;
 
-  -- 3. the items, the lines and what the catalogue says of them, in one statement (each statement a PL/pgSQL function runs
-  -- pays for its executor's set-up, the largest single cost of a create_order): every item is checked, the items
-  -- of one product become one line with the summed quantity, in the position the product first appeared, and each
-  -- line's product is looked up (known and on sale, its currency), with the channel's reservation TTL. The errors
-  -- are raised below in the order the checks were always made: the first bad item, a line over 1000 units, the
-  -- customer, unknown products, mixed currencies.
+  -- 3. the items, their lines and what the catalogue says of them, in one statement (every statement a PL/pgSQL
+  -- function runs pays for its executor's set-up, the largest single cost of a create_order): every item is checked,
+  -- the items of one product become one line with the summed quantity, in the position the product first appeared,
+  -- and each line's product is looked up (known and on sale, its currency), with the channel's reservation TTL. The
+  -- refusals are raised below in a fixed order: the first bad item, a product over 1000 units, the customer,
+  -- unknown products, mixed currencies.
   -- An item's problem is a CASE, not an OR: its branches run in order, so a quantity is cast only once it is known
   -- to be a JSON number; a bad item joins no line (its group is the null one) and is never cast to a uuid.
   select max(g.bad),
@@ -501,7 +501,8 @@ begin
     select case when e.problem is null then (e.item ->> 'product_id')::uuid end as product_id,
            sum(case when e.problem is null then (e.item ->> 'quantity')::numeric end)::integer as quantity,
            min(e.n) as first_n,
-           (array_agg(format('item %s: %s', e.n, e.problem) order by e.n) filter (where e.problem is not null))[1] as bad
+           (array_agg(format('item %s: %s', e.n, e.problem) order by e.n)
+              filter (where e.problem is not null))[1] as bad
     from (
       select e.n, e.item, case
                when jsonb_typeof(e.item) <> 'object' then 'must be an object'
