@@ -2,7 +2,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(37);
+select plan(40);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -91,6 +91,25 @@ select is(
         'expired_at', 'fulfilled_at', 'id', 'items', 'paid_at', 'payment_method', 'provider_checkout_id',
         'provider_payment_ref', 'refunded_amount', 'reservation_expires_at', 'status', 'subtotal', 'tax', 'total'],
   'get_order_keys: the order JSON has the contract''s fields');
+select is(
+  (select format('%s %s %s %s %s %s', jsonb_typeof(o -> 'total'), jsonb_typeof(o -> 'status'), jsonb_typeof(o -> 'paid_at'),
+                 jsonb_typeof(o -> 'created_at'), jsonb_typeof(o -> 'items' -> 0 -> 'quantity'),
+                 array(select jsonb_object_keys(o -> 'items' -> 0) order by 1))
+   from (select public.get_order(:'a') as o) x),
+  'number string null string number {line_subtotal,line_tax,line_total,name,product_id,quantity,sku,tax_rate_bp,unit_price}',
+  'get_order_values: amounts and quantities are JSON numbers, statuses and times strings, and a line has its fields');
+-- order_doc's attributes are declared in jsonb's key order (20261125000400_orders.sql): jsonb_object_keys lists
+-- the keys as stored
+select is(
+  array(select a.attname::text from pg_attribute a
+        where a.attrelid = 'public.order_doc'::regclass and a.attnum > 0 order by a.attnum),
+  array(select jsonb_object_keys(public.get_order(:'a'))),
+  'order_doc_key_order: order_doc declares the fields in the order jsonb stores them');
+select is(
+  array(select a.attname::text from pg_attribute a
+        where a.attrelid = 'public.order_line_doc'::regclass and a.attnum > 0 order by a.attnum),
+  array(select jsonb_object_keys(public.get_order(:'a') -> 'items' -> 0)),
+  'order_line_doc_key_order: order_line_doc declares the fields in the order jsonb stores them');
 select is(public.get_order('f0000000-0000-4000-8000-00000000dead'), null, 'get_order_unknown: an unknown order is null');
 
 -- ---- refunds -------------------------------------------------------------------------------------------------------
