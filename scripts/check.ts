@@ -3,7 +3,8 @@
  * ("Invariants the tests hold") that can be seen in the data at rest: stock never negative nor over-reserved
  * (1); cached stock equal to its ledger and to the active reservations, and no active reservation expiring before
  * its stock row's next_expiry (2); each order paid at most once and
- * deducted exactly once (3); reservations consistent with their orders, orders whole (no half-written order);
+ * deducted exactly once (3), its creation recorded once; reservations consistent with their orders, orders whole
+ * (no half-written order);
  * and the API roles' privileges (6). Invariants 4 and 5 are about requests, not rows: the suites test them.
  * The concurrency, fault and end-to-end suites call {@link checkInvariants} after they have run; operators run
  * it from the command line:
@@ -261,6 +262,27 @@ export const CHECKS: Check[] = [
       group by o.id, o.status
       having count(h.id) > 1
           or (o.status in ('paid', 'paid_out_of_stock', 'fulfilled') and count(h.id) <> 1)
+      order by 1`,
+  },
+  {
+    invariant: "creation_recorded",
+    rule: "every order's history begins with exactly one creation row, from no status to its first (create_order " +
+      "writes it in the statement that inserts the order; there is no trigger to fall back on)",
+    query: (sql, scope) =>
+      sql`
+      with ords as (
+        ${scopedOrders(sql, scope.orders)}
+      )
+      select format('order %s (%s): %s creation row(s)%s', o.id, o.status, count(h.id),
+                    case when count(h.id) = 1 and min(h.to_status) <> min(case o.payment_method
+                           when 'sumup' then 'awaiting_instore_payment' else 'awaiting_payment' end)
+                         then format(', to %s', min(h.to_status)) else '' end) as detail
+      from ords o
+      left join private.order_status_history h on h.order_id = o.id and h.from_status is null
+      group by o.id, o.status, o.payment_method
+      having count(h.id) <> 1
+          or min(h.to_status) <> min(case o.payment_method
+                                       when 'sumup' then 'awaiting_instore_payment' else 'awaiting_payment' end)
       order by 1`,
   },
   // ---- reservations agree with their order -------------------------------------------------------------------

@@ -438,6 +438,8 @@ declare
   v_fast boolean;
   v_expire_held boolean;
   v_row_due boolean;
+  v_actor text;
+  v_correlation_id text;
 begin
   -- 1. payment method and idempotency key (a retry is answered before anything else is looked at)
   if p_payment_method is null or p_payment_method not in ('sumup', 'stripe') then
@@ -556,7 +558,11 @@ begin
   end if;
   v_expires_at := p_now + v_ttl;
 
-  -- 4. the order and its lines, priced here; no stock row is locked yet
+  -- 4. the order, its lines and its first history row (the only place an order is made: see
+  -- private.order_status_history), priced here; no stock row is locked yet. Who and which request, read once for
+  -- the history row and the ledger rows.
+  v_actor := private.current_actor();
+  v_correlation_id := private.correlation_id();
   with lines as (
     select l.ord::smallint as line_no, p.id as product_id, p.sku, p.name, l.quantity, p.unit_price, p.tax_rate_bp,
            p.unit_price * l.quantity as line_subtotal,
@@ -576,7 +582,11 @@ begin
            v_expires_at, p_now
     from totals t
     on conflict (idempotency_key) do nothing
-    returning id
+    returning id, status
+  ), created as (
+    insert into private.order_status_history (order_id, from_status, to_status, actor, correlation_id, reason)
+    select o.id, null, o.status, v_actor, v_correlation_id, 'created'
+    from new_order o
   ), new_lines as (
     insert into public.order_items (
       order_id, line_no, product_id, sku, name, quantity, unit_price, tax_rate_bp, line_subtotal, line_tax, line_total
@@ -639,8 +649,7 @@ begin
       )
       insert into private.stock_movements
         (product_id, location_id, delta_reserved, reason, order_id, reservation_id, actor, correlation_id)
-      select o.product_id, o.location_id, o.quantity, 'reserve', v_order_id, o.id,
-             private.current_actor(), private.correlation_id()
+      select o.product_id, o.location_id, o.quantity, 'reserve', v_order_id, o.id, v_actor, v_correlation_id
       from opened o;
 
       v_expire_held := false;

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(49);
+select plan(50);
 
 -- ============================================================================================================
 -- Schemas and tables
@@ -145,6 +145,16 @@ select is(
         order by 1),
   '{}'::text[],
   'every engine function runs with an empty search_path');
+
+-- an order's first history row is written by create_order in the statement that inserts the order (no trigger),
+-- so no other function may insert orders
+select is(
+  array(select p.oid::regprocedure::text
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname in ('public', 'private', 'admin') and p.prosrc ~* 'insert\s+into\s+public\.orders\M'
+        order by 1),
+  array['create_order(jsonb,text,text,text,jsonb,uuid,timestamp with time zone)'],
+  'orders_created_in_one_place: create_order is the only function that inserts orders');
 
 select is(
   array(select p.proname::text

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(16);
+select plan(17);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -72,6 +72,16 @@ select is(
    from private.order_status_history h where h.order_id = pg_temp.order_id(:'s1')),
   'null -> awaiting_instore_payment (created)',
   'allocation_history: creating an order records its first status in the history');
+select set_config('app.actor', 'staff:00000000-0000-4000-8000-00000000c0de', true),
+       set_config('app.correlation_id', 'req-create-1', true) \gset ctx_
+select public.create_order(jsonb_build_array(pg_temp.line(:'p1', 1)), 'sumup', 'alloc-ctx', 'h-ctx', '{}', null, :'t0')
+  -> 'order' ->> 'id' as ctx_order \gset
+select is(
+  (select format('%s -> %s (%s) %s %s', coalesce(h.from_status, 'null'), h.to_status, h.reason, h.actor, h.correlation_id)
+   from private.order_status_history h where h.order_id = :'ctx_order'),
+  'null -> awaiting_instore_payment (created) staff:00000000-0000-4000-8000-00000000c0de req-create-1',
+  'allocation_history_context: the creation row carries the request''s actor and correlation id');
+select set_config('app.actor', '', true), set_config('app.correlation_id', '', true) \gset ctx_
 
 -- ---- settings ------------------------------------------------------------------------------------------------------
 select is(

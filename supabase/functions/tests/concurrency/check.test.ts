@@ -253,16 +253,20 @@ test("checker: an order without lines, and totals that are not the sum of the li
   const problems = await problemsAfter(sql, ids, async (tx) => {
     await tx`update public.orders set subtotal = subtotal + 1, total = total + 1 where id = ${awaiting.id}::uuid`;
     // An order with no lines at all is found only by a whole-database check (it names no product).
-    await tx`insert into public.orders (status, payment_method, currency, subtotal, tax, total, reservation_expires_at)
-             values ('awaiting_payment', 'stripe', 'EUR', 0, 0, 0, now())`;
+    await tx`with o as (
+               insert into public.orders (status, payment_method, currency, subtotal, tax, total, reservation_expires_at)
+               values ('awaiting_payment', 'stripe', 'EUR', 0, 0, 0, now()) returning id, status)
+             insert into private.order_status_history (order_id, to_status, reason) select id, status, 'created' from o`;
   });
   assert.deepEqual(invariants(problems), ["order_whole"]);
   assert.match(problems[0].message, /totals/);
   let whole: Problem[] = [];
   try {
     await sql.begin(async (tx) => {
-      await tx`insert into public.orders (status, payment_method, currency, subtotal, tax, total, reservation_expires_at)
-               values ('awaiting_payment', 'stripe', 'EUR', 0, 0, 0, now())`;
+      await tx`with o as (
+                 insert into public.orders (status, payment_method, currency, subtotal, tax, total, reservation_expires_at)
+                 values ('awaiting_payment', 'stripe', 'EUR', 0, 0, 0, now()) returning id, status)
+               insert into private.order_status_history (order_id, to_status, reason) select id, status, 'created' from o`;
       whole = await checkInvariants(tx);
       throw new Rollback();
     });
@@ -313,6 +317,46 @@ test("checker: an order that went to paid twice is reported", async (sql) => {
        values (${paid.id}::uuid, 'awaiting_payment', 'paid', 'a second payment')`,
   );
   assert.deepEqual(invariants(problems), ["paid_at_most_once"]);
+});
+
+test("checker: an order whose creation is not recorded once is reported", async (sql) => {
+  const { ids, awaiting } = await shop(sql);
+  // A second creation row for an order the engine made ...
+  const doubled = await problemsAfter(
+    sql,
+    ids,
+    (tx) =>
+      tx`insert into private.order_status_history (order_id, to_status, reason)
+         values (${awaiting.id}::uuid, 'awaiting_instore_payment', 'created')`,
+  );
+  assert.deepEqual(invariants(doubled), ["creation_recorded"], JSON.stringify(doubled));
+  assert.match(
+    doubled[0].message,
+    new RegExp(`^order ${awaiting.id} \\(awaiting_instore_payment\\): 2 creation row\\(s\\)$`),
+  );
+  // ... and an order written past create_order, with lines and totals in order but no history at all
+  const bypassed = await problemsAfter(sql, ids, async (tx) => {
+    const [o] = await tx`
+      with l as (
+        select id, sku, name, unit_price, tax_rate_bp,
+               round(unit_price::numeric * tax_rate_bp / 10000)::bigint as tax from public.products where id = ${
+      ids[0]
+    }::uuid
+      ), o as (
+        insert into public.orders (status, payment_method, currency, subtotal, tax, total, reservation_expires_at)
+        select 'awaiting_payment', 'stripe', 'EUR', unit_price, tax, unit_price + tax, now() + interval '1 hour' from l
+        returning id
+      )
+      insert into public.order_items (order_id, line_no, product_id, sku, name, quantity, unit_price, tax_rate_bp,
+                                      line_subtotal, line_tax, line_total)
+      select o.id, 1, l.id, l.sku, l.name, 1, l.unit_price, l.tax_rate_bp, l.unit_price, l.tax, l.unit_price + l.tax
+      from o, l
+      returning order_id`;
+    assert.ok(o.order_id);
+  });
+  const recorded = bypassed.filter((x) => x.invariant === "creation_recorded");
+  assert.equal(recorded.length, 1, JSON.stringify(bypassed));
+  assert.match(recorded[0].message, /: 0 creation row\(s\)$/);
 });
 
 test("checker: an engine function granted to anon, and row-level security turned off, are reported", async (sql) => {
