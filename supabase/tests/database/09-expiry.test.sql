@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(25);
+select plan(27);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -130,6 +130,25 @@ select is(public.expire_reservations(:'t0'::timestamptz + interval '2 hours', 2,
           + public.expire_reservations(:'t0'::timestamptz + interval '2 hours', 2, 1), :due2h - 2,
   'expire_max_batches_progress: repeated bounded calls release the rest (as sweep_reservations does, committing in between)');
 select is(pg_temp.stock(:'m', 'shop'), '10/0', 'expire_max_batches_stock: all of it is back on sale');
+
+-- ---- the walk's position on ties ---------------------------------------------------------------------------------
+-- Two online orders lapse together at t0 + 3h35; an in-store order placed ten minutes after them lapses earlier, at
+-- t0 + 3h25, but has the largest id. In batches of 2 the first batch is the in-store order and the first online one,
+-- so the walk must go on from that online order (its expiry and id), not from the batch's largest id: from there the
+-- second online order, which lapses at the same moment with a smaller id, would be passed over.
+select pg_temp.product('T-EXP-T', 100, 0, 10, 0) as tie \gset
+select count(public.create_order(jsonb_build_array(pg_temp.line(:'tie', 1)), 'stripe', 'exp-tie-' || g, 'h', '{}', null,
+                                 :'t0'::timestamptz + interval '3 hours')) as made_tie from generate_series(1, 2) g \gset
+select count(public.create_order(jsonb_build_array(pg_temp.line(:'tie', 1)), 'sumup', 'exp-tie-3', 'h', '{}', null,
+                                 :'t0'::timestamptz + interval '3 hours 10 minutes')) as made_tie3 \gset
+select is(
+  (select array_agg(format('%s %s', o.payment_method, r.expires_at - :'t0'::timestamptz) order by r.id)
+   from private.open_reservations r join public.orders o on o.id = r.order_id
+   where o.idempotency_key like 'exp-tie-%'),
+  array['stripe 03:35:00', 'stripe 03:35:00', 'sumup 03:25:00'],
+  'expire_keyset_fixture: the last-made reservation lapses first, the other two together after it');
+select is(public.expire_reservations(:'t0'::timestamptz + interval '4 hours', 2), 3,
+  'expire_keyset_ties: batches of 2 walk on from the last row of each batch and release all three');
 
 select * from finish();
 rollback;
