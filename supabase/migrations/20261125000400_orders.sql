@@ -18,6 +18,9 @@ comment on domain public.payment_method is 'sumup: in store, card terminal. stri
 create domain public.order_quantity as integer check (value between 1 and 1000);
 comment on domain public.order_quantity is 'Units of one product in one order: 1..1000.';
 
+create domain public.line_number as smallint check (value >= 1);
+comment on domain public.line_number is 'A line''s position in its order, from 1.';
+
 -- (collation "C": a key is opaque bytes, compared bytewise in the unique index, not by a language's rules)
 create domain public.idempotency_key as text collate "C" check (length(value) between 1 and 255);
 create domain public.request_hash as text check (length(value) between 1 and 128);
@@ -100,7 +103,7 @@ grant select on public.orders to anon, authenticated, service_role;
 -- keeps its price whatever happens to the product later; the CHECKs pin the arithmetic of the contract.
 create table public.order_items (
   order_id uuid not null references public.orders (id),
-  line_no smallint not null check (line_no >= 1),
+  line_no public.line_number not null,
   -- no foreign key: products are never deleted nor re-keyed (keep_referenced_rows), and a foreign key check would
   -- lock the product row of every line sold (see 20261125000200_catalogue.sql)
   product_id uuid not null,

@@ -6,9 +6,12 @@
 -- ============================================================================================================
 -- Why: providers deliver webhooks at least once. Recording (provider, event id) in the same transaction as the
 -- event's effect makes a redelivery a no-op: the second insert finds the key and the door skips the effect.
+-- (the event id's rule a domain, as the engine's single-value rules are: see 20261125000200_catalogue.sql)
+create domain private.provider_event_id as text check (length(value) between 1 and 255);
+
 create table private.payment_events (
   provider public.payment_method not null,
-  event_id text not null check (length(event_id) between 1 and 255),
+  event_id private.provider_event_id not null,
   event_type text,
   order_id uuid,
   actor text not null default private.current_actor(),

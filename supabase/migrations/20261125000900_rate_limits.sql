@@ -6,9 +6,14 @@
 -- ============================================================================================================
 -- Why: one row per bucket (e.g. 'orders-create:ip:203.0.113.7'): how many requests were let through in the
 -- current window and when that window resets. Old rows are pruned by a pg_cron job (expiry_cron migration).
+-- (its single-value rules as domains: rate_limit_hit writes the table on every request; see
+-- 20261125000200_catalogue.sql, Domains)
+create domain private.rate_limit_bucket as text check (length(value) between 1 and 200);
+create domain private.hit_count as integer check (value >= 0);
+
 create table private.rate_limits (
-  bucket text primary key check (length(bucket) between 1 and 200),
-  hits integer not null check (hits >= 0),
+  bucket private.rate_limit_bucket primary key,
+  hits private.hit_count not null,
   window_started_at timestamptz not null,
   resets_at timestamptz not null,
   constraint rate_limits_window check (resets_at > window_started_at)

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(27);
+select plan(31);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -55,6 +55,21 @@ select throws_ok(format($$update public.order_items set line_tax = line_tax + 1 
 select throws_ok(format($$update public.order_items set quantity = quantity + 1 where order_id = %L$$, :'a'), '23514',
   'new row for relation "order_items" violates check constraint "order_items_subtotal"',
   'check_line_subtotal: a line subtotal is always price times quantity');
+
+select throws_ok(format($$update public.order_items set line_no = 0 where order_id = %L$$, :'a'), '23514',
+  'value for domain line_number violates check constraint "line_number_check"',
+  'check_line_no: lines are numbered from 1');
+select throws_ok($$insert into private.payment_events (provider, event_id) values ('stripe', '')$$, '23514',
+  'value for domain private.provider_event_id violates check constraint "provider_event_id_check"',
+  'check_event_id: a payment event has an id');
+select throws_ok($$insert into private.rate_limits (bucket, hits, window_started_at, resets_at)
+                   values ('', 0, now(), now() + interval '1 minute')$$, '23514',
+  'value for domain private.rate_limit_bucket violates check constraint "rate_limit_bucket_check"',
+  'check_bucket: a rate-limit bucket has a name');
+select throws_ok($$insert into private.rate_limits (bucket, hits, window_started_at, resets_at)
+                   values ('t:check', -1, now(), now() + interval '1 minute')$$, '23514',
+  'value for domain private.hit_count violates check constraint "hit_count_check"',
+  'check_hits: a rate-limit count is never negative');
 
 -- ---- reservations -------------------------------------------------------------------------------------------------
 select throws_ok(format($$update private.open_reservations set quantity = 0 where order_id = %L$$, :'a'), '23514', null,
