@@ -371,7 +371,8 @@ export const CHECKS: Check[] = [
   // ---- references without foreign keys (products and stock levels are never deleted; this proves it) ---------
   {
     invariant: "references_exist",
-    rule: "every order line names a product, every reservation and ledger row a stock level",
+    rule: "every order line names a product, every reservation and ledger row a stock level, every reservation " +
+      "an order",
     query: (sql, scope) =>
       sql`
       select format('%s %s names %s, which does not exist', r.kind, r.id, r.target) as detail
@@ -390,6 +391,11 @@ export const CHECKS: Check[] = [
         where not exists (select 1 from private.stock_levels s
                           where s.product_id = x.product_id and s.location_id = x.location_id)
           and (${scope.products}::uuid[] is null or x.product_id = any (${scope.products}::uuid[]))
+        union all
+        select 'reservation', r.id::text, 'order ' || r.order_id
+        from private.open_reservations r
+        where not exists (select 1 from public.orders o where o.id = r.order_id)
+          and (${scope.products}::uuid[] is null or r.product_id = any (${scope.products}::uuid[]))
       ) r
       order by 1`,
   },

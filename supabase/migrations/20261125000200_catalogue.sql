@@ -86,7 +86,8 @@ create trigger products_touch_updated_at
 -- key check locks the parent row FOR KEY SHARE: on a product selling hundreds of times a second, every order
 -- would create a multixact on that one row and on its stock row, ~15 % of the hot product's rate). What a foreign
 -- key guarded instead holds here: a product or stock level, once created, is never deleted nor re-keyed, for
--- every role, the owner included. A product is taken off sale with active = false.
+-- every role, the owner included. A product is taken off sale with active = false. Orders are kept the same way
+-- (20261125000400_orders.sql). The trigger's argument, if any, is the hint: what to do instead.
 create function private.keep_referenced_rows()
 returns trigger
 language plpgsql
@@ -95,9 +96,9 @@ as $$
 begin
   raise exception using
     errcode = 'restrict_violation',
-    message = format('%s.%s rows are referenced by orders, reservations and the ledger: %s is refused',
+    message = format('%s.%s rows are named by other rows without a foreign key: %s is refused',
                      tg_table_schema, tg_table_name, case when tg_op = 'UPDATE' then 'changing the key' else tg_op end),
-    hint = 'Take a product off sale with active = false.';
+    hint = coalesce(tg_argv[0], 'Take a product off sale with active = false.');
 end
 $$;
 

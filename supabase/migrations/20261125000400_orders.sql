@@ -78,6 +78,18 @@ create index orders_awaiting_expiry_idx
   on public.orders (reservation_expires_at, id)
   where status in ('awaiting_instore_payment', 'awaiting_payment');
 
+-- Why: reservations, the ledger, the status history and payment events name their order without a foreign key;
+-- what one would guard holds here instead: an order, once created, is never deleted nor re-keyed, for every role,
+-- the owner included (as products and stock levels: keep_referenced_rows, 20261125000200_catalogue.sql).
+create trigger orders_never_deleted
+  before delete or truncate on public.orders
+  for each statement execute function private.keep_referenced_rows('An order ends as cancelled or expired.');
+
+create trigger orders_id_fixed
+  before update of id on public.orders
+  for each row when (old.id is distinct from new.id)
+  execute function private.keep_referenced_rows('An order ends as cancelled or expired.');
+
 alter table public.orders enable row level security;
 
 -- Why: a signed-in customer sees their own orders, nobody else's.

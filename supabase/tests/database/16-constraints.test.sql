@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(31);
+select plan(34);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -71,6 +71,16 @@ select throws_ok($$insert into private.rate_limits (bucket, hits, window_started
   'value for domain private.hit_count violates check constraint "hit_count_check"',
   'check_hits: a rate-limit count is never negative');
 
+select throws_ok(format($$delete from public.orders where id = %L$$, :'a'), '23001',
+  'public.orders rows are named by other rows without a foreign key: DELETE is refused',
+  'keep_orders: an order is never deleted (it ends as cancelled or expired)');
+select throws_ok(format($$update public.orders set id = gen_random_uuid() where id = %L$$, :'a'), '23001',
+  'public.orders rows are named by other rows without a foreign key: changing the key is refused',
+  'keep_order_ids: an order''s id never changes');
+select is(
+  (select count(*)::int from pg_constraint where conrelid = 'private.open_reservations'::regclass and contype = 'f'),
+  0,
+  'reservation_order_no_fk: reservations name their order without a foreign key (one check query per line)');
 -- ---- reservations -------------------------------------------------------------------------------------------------
 select throws_ok(format($$update private.open_reservations set quantity = 0 where order_id = %L$$, :'a'), '23514', null,
   'check_reservation_quantity: a reservation holds at least one unit');
@@ -96,19 +106,19 @@ select is(
 
 -- ---- referenced rows stay (order lines, reservations and the ledger name them without foreign keys) ----------------
 select throws_ok(format($$delete from public.products where id = %L$$, :'p'), '23001',
-  'public.products rows are referenced by orders, reservations and the ledger: DELETE is refused',
+  'public.products rows are named by other rows without a foreign key: DELETE is refused',
   'keep_products: a product that was sold is never deleted (it is taken off sale instead)');
 select throws_ok(format($$update public.products set id = gen_random_uuid() where id = %L$$, :'p'), '23001',
-  'public.products rows are referenced by orders, reservations and the ledger: changing the key is refused',
+  'public.products rows are named by other rows without a foreign key: changing the key is refused',
   'keep_product_id: a product keeps its id');
 select lives_ok(format($$update public.products set id = id, name = 'Renamed' where id = %L$$, :'p'),
   'keep_product_id: an update that leaves the id alone goes through');
 select throws_ok('truncate public.products cascade', '23001', null, 'keep_products: the catalogue cannot be truncated');
 select throws_ok(format($$delete from private.stock_levels where product_id = %L$$, :'p'), '23001',
-  'private.stock_levels rows are referenced by orders, reservations and the ledger: DELETE is refused',
+  'private.stock_levels rows are named by other rows without a foreign key: DELETE is refused',
   'keep_stock_levels: a stock level is never deleted');
 select throws_ok(format($$update private.stock_levels set location_id = 3 - location_id where product_id = %L$$, :'p'),
-  '23001', 'private.stock_levels rows are referenced by orders, reservations and the ledger: changing the key is refused',
+  '23001', 'private.stock_levels rows are named by other rows without a foreign key: changing the key is refused',
   'keep_stock_level_key: a stock level keeps its product and location');
 
 select * from finish();

@@ -293,6 +293,23 @@ test("checker: a reservation naming a stock level that does not exist is reporte
   assert.match(missing[0].message, new RegExp(`^reservation \\d+ names stock level ${a.id}/9`));
 });
 
+test("checker: a reservation naming an order that does not exist is reported", async (sql) => {
+  const { a, ids } = await shop(sql);
+  // (no foreign key: orders are never deleted, and this is what would show if a writer named the wrong one)
+  const ghost = "f0000000-0000-4000-8000-00000000dead";
+  const problems = await problemsAfter(
+    sql,
+    ids,
+    (tx) =>
+      tx`insert into private.open_reservations (order_id, product_id, location_id, quantity, expires_at)
+         select ${ghost}::uuid, ${a.id}::uuid, location_id, 1, now() + interval '1 hour'
+         from private.stock_levels where product_id = ${a.id}::uuid limit 1`,
+  );
+  const missing = problems.filter((p) => p.invariant === "references_exist");
+  assert.equal(missing.length, 1, JSON.stringify(problems));
+  assert.match(missing[0].message, new RegExp(`^reservation \\d+ names order ${ghost}, which does not exist$`));
+});
+
 test("checker: a closed reservation's ledger rows naming a stock level that does not exist are reported", async (sql) => {
   const { a, ids, awaiting } = await shop(sql);
   const problems = await problemsAfter(sql, ids, async (tx) => {
