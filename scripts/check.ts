@@ -272,17 +272,18 @@ export const CHECKS: Check[] = [
       sql`
       with ords as (
         ${scopedOrders(sql, scope.orders)}
+      ), firsts as (
+        select o.id, o.status::text as status,
+               case o.payment_method when 'sumup' then 'awaiting_instore_payment' else 'awaiting_payment' end as first
+        from ords o
       )
-      select format('order %s (%s): %s creation row(s)%s', o.id, o.status, count(h.id),
-                    case when count(h.id) = 1 and min(h.to_status) <> min(case o.payment_method
-                           when 'sumup' then 'awaiting_instore_payment' else 'awaiting_payment' end)
+      select format('order %s (%s): %s creation row(s)%s', f.id, f.status, count(h.id),
+                    case when count(h.id) = 1 and min(h.to_status) <> f.first
                          then format(', to %s', min(h.to_status)) else '' end) as detail
-      from ords o
-      left join private.order_status_history h on h.order_id = o.id and h.from_status is null
-      group by o.id, o.status, o.payment_method
-      having count(h.id) <> 1
-          or min(h.to_status) <> min(case o.payment_method
-                                       when 'sumup' then 'awaiting_instore_payment' else 'awaiting_payment' end)
+      from firsts f
+      left join private.order_status_history h on h.order_id = f.id and h.from_status is null
+      group by f.id, f.status, f.first
+      having count(h.id) <> 1 or min(h.to_status) <> f.first
       order by 1`,
   },
   // ---- reservations agree with their order -------------------------------------------------------------------
