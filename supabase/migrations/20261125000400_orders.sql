@@ -1,5 +1,5 @@
--- Orders, their lines (prices copied at order time), the status history written by a trigger, and the order's
--- JSON shape shared by every entry point (docs/engine-contract.md, "Order JSON").
+-- Orders, their lines (prices copied at order time), the status history (each change written by a trigger), and
+-- the order's JSON shape shared by every entry point (docs/engine-contract.md, "Order JSON").
 
 -- ============================================================================================================
 -- Domains
@@ -259,7 +259,7 @@ create type public.order_doc as (
   reservation_expires_at timestamptz
 );
 
--- get_order runs as its caller (anon and authenticated included), who needs the types to build one
+-- (explicit, as every grant here: the roles that may call get_order may use the types it builds)
 revoke all on type public.order_line_doc, public.order_doc from public;
 grant usage on type public.order_line_doc, public.order_doc to anon, authenticated, service_role;
 
