@@ -248,16 +248,19 @@ grant execute on function public.mark_paid_for_event(text, text, text, uuid, tex
   to service_role;
 
 -- Why: the SumUp order other than p_order_id that carries p_transaction_code as its payment reference (paid by staff
--- or by sumup-webhook), or null (orders_provider_payment_ref_idx finds it).
+-- or by sumup-webhook), or null (orders_provider_payment_ref_idx finds it). PL/pgSQL, as the engine's other
+-- readers: a SQL function with SET search_path is parsed and planned again on every call.
 create function private.sumup_order_paid_with(p_transaction_code text, p_order_id uuid)
 returns uuid
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-  select o.id from public.orders o
-  where o.payment_method = 'sumup' and o.provider_payment_ref = p_transaction_code and o.id <> p_order_id
-  limit 1
+begin
+  return (select o.id from public.orders o
+          where o.payment_method = 'sumup' and o.provider_payment_ref = p_transaction_code and o.id <> p_order_id
+          limit 1);
+end
 $$;
 
 revoke all on function private.sumup_order_paid_with(text, uuid) from public, anon, authenticated, service_role;
