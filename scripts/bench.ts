@@ -50,6 +50,22 @@ async function busyCpuMs(): Promise<number | undefined> {
   }
 }
 
+/**
+ * The CPU as the kernel names it, with its nominal clock (Linux /proc/cpuinfo; undefined elsewhere). These figures
+ * set CPU per order against the disk's flush rate, and each new VM brings another CPU: the table says which.
+ */
+async function cpuModel(): Promise<string | undefined> {
+  try {
+    const info = await Deno.readTextFile("/proc/cpuinfo");
+    const field = (name: string) => info.match(new RegExp(`^${name}\\s*: (.+)$`, "m"))?.[1].trim();
+    const model = field("model name");
+    const mhz = Number(field("cpu MHz"));
+    return model && (mhz ? `${model} at ${(mhz / 1000).toFixed(1)} GHz` : model);
+  } catch {
+    return undefined;
+  }
+}
+
 /** One back-to-back pair: the limit, then the hot product, and the hot product's ratio to that limit. */
 interface Pair {
   limit: Run;
@@ -244,7 +260,8 @@ async function main() {
   }
 
   const result = {
-    machine: `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores`,
+    machine: [`${Deno.build.os} ${Deno.build.arch}`, `${navigator.hardwareConcurrency} cores`, await cpuModel()]
+      .filter(Boolean).join(", "),
     postgres: (await sql`select version()`)[0].version,
     at: new Date().toISOString(),
     seconds_per_run: seconds,
