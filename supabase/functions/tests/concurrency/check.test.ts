@@ -248,25 +248,27 @@ test("checker: a reservation neither open nor closed (its open row gone without 
   );
 });
 
+/** An order with no lines but its creation row (so only order_whole has something to say about it). */
+function orderWithoutLines(tx: postgres.TransactionSql) {
+  return tx`with o as (
+              insert into public.orders (status, payment_method, currency, subtotal, tax, total, reservation_expires_at)
+              values ('awaiting_payment', 'stripe', 'EUR', 0, 0, 0, now()) returning id, status)
+            insert into private.order_status_history (order_id, to_status, reason) select id, status, 'created' from o`;
+}
+
 test("checker: an order without lines, and totals that are not the sum of the lines, are reported", async (sql) => {
   const { a, ids, awaiting } = await shop(sql);
   const problems = await problemsAfter(sql, ids, async (tx) => {
     await tx`update public.orders set subtotal = subtotal + 1, total = total + 1 where id = ${awaiting.id}::uuid`;
     // An order with no lines at all is found only by a whole-database check (it names no product).
-    await tx`with o as (
-               insert into public.orders (status, payment_method, currency, subtotal, tax, total, reservation_expires_at)
-               values ('awaiting_payment', 'stripe', 'EUR', 0, 0, 0, now()) returning id, status)
-             insert into private.order_status_history (order_id, to_status, reason) select id, status, 'created' from o`;
+    await orderWithoutLines(tx);
   });
   assert.deepEqual(invariants(problems), ["order_whole"]);
   assert.match(problems[0].message, /totals/);
   let whole: Problem[] = [];
   try {
     await sql.begin(async (tx) => {
-      await tx`with o as (
-                 insert into public.orders (status, payment_method, currency, subtotal, tax, total, reservation_expires_at)
-                 values ('awaiting_payment', 'stripe', 'EUR', 0, 0, 0, now()) returning id, status)
-               insert into private.order_status_history (order_id, to_status, reason) select id, status, 'created' from o`;
+      await orderWithoutLines(tx);
       whole = await checkInvariants(tx);
       throw new Rollback();
     });
