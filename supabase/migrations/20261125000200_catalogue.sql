@@ -106,6 +106,8 @@ create trigger products_never_deleted
   before delete or truncate on public.products
   for each statement execute function private.keep_referenced_rows();
 
+-- (per row, unlike stock levels and orders below: touch_updated_at locks each updated product row anyway, and an
+-- edit that repeats the id goes through)
 create trigger products_id_fixed
   before update of id on public.products
   for each row when (old.id is distinct from new.id) execute function private.keep_referenced_rows();
@@ -164,14 +166,12 @@ comment on table private.stock_levels is
 create index stock_levels_location_idx on private.stock_levels (location_id);
 
 -- (reservations and the ledger name these rows without foreign keys: see keep_referenced_rows above)
-create trigger stock_levels_never_deleted
-  before delete or truncate on private.stock_levels
+-- Per statement, not per row: any BEFORE ROW UPDATE trigger, whatever its column list and WHEN, makes every UPDATE
+-- lock the row it is about to change first (one more WAL record, on the hot stock row, while its lock is held).
+-- So an UPDATE that names product_id or location_id is refused whatever the values; the engine never names them.
+create trigger stock_levels_keep_rows
+  before delete or truncate or update of product_id, location_id on private.stock_levels
   for each statement execute function private.keep_referenced_rows();
-
-create trigger stock_levels_key_fixed
-  before update of product_id, location_id on private.stock_levels
-  for each row when (old.product_id is distinct from new.product_id or old.location_id is distinct from new.location_id)
-  execute function private.keep_referenced_rows();
 
 alter table private.stock_levels enable row level security;
 revoke all on private.stock_levels from public, anon, authenticated, service_role;

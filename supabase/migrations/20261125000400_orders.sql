@@ -81,14 +81,10 @@ create index orders_awaiting_expiry_idx
 -- Why: reservations, the ledger, the status history and payment events name their order without a foreign key;
 -- what one would guard holds here instead: an order, once created, is never deleted nor re-keyed, for every role,
 -- the owner included (as products and stock levels: keep_referenced_rows, 20261125000200_catalogue.sql).
-create trigger orders_never_deleted
-  before delete or truncate on public.orders
+-- Per statement, as stock levels (see there): an UPDATE that names id is refused, whatever the values.
+create trigger orders_keep_rows
+  before delete or truncate or update of id on public.orders
   for each statement execute function private.keep_referenced_rows('An order ends as cancelled or expired.');
-
-create trigger orders_id_fixed
-  before update of id on public.orders
-  for each row when (old.id is distinct from new.id)
-  execute function private.keep_referenced_rows('An order ends as cancelled or expired.');
 
 alter table public.orders enable row level security;
 

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(34);
+select plan(35);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -120,6 +120,12 @@ select throws_ok(format($$delete from private.stock_levels where product_id = %L
 select throws_ok(format($$update private.stock_levels set location_id = 3 - location_id where product_id = %L$$, :'p'),
   '23001', 'private.stock_levels rows are named by other rows without a foreign key: changing the key is refused',
   'keep_stock_level_key: a stock level keeps its product and location');
+select is(
+  (select count(*)::int from pg_trigger
+   where tgrelid in ('private.stock_levels'::regclass, 'public.orders'::regclass) and not tgisinternal
+     and tgtype & (1 | 2 | 16) = (1 | 2 | 16)), -- ROW, BEFORE, UPDATE
+  0,
+  'keep_rows_per_statement: no BEFORE ROW UPDATE trigger on stock levels or orders (it would lock every row first)');
 
 select * from finish();
 rollback;
