@@ -100,22 +100,22 @@ select throws_ok(
 select throws_ok(
   format($$insert into private.stock_movements (product_id, location_id, delta_on_hand, delta_reserved, reason)
            values (%L, 1, 0, 0, 'adjust')$$, :'p'),
-  '23514', null,
+  '23514', 'value for domain private.movement_shape violates check constraint "stock_movements_shape"',
   'ledger_no_zero_movement: a movement that moves nothing is refused');
 select throws_ok(
   format($$insert into private.stock_movements (product_id, location_id, delta_on_hand, delta_reserved, reason)
            values (%L, 1, -5, 0, 'restock')$$, :'p'),
-  '23514', null,
+  '23514', 'value for domain private.movement_shape violates check constraint "stock_movements_shape"',
   'ledger_signed_by_reason: a restock that takes units away is refused');
 select throws_ok(
   format($$insert into private.stock_movements (product_id, location_id, delta_on_hand, delta_reserved, reason)
            values (%L, 1, 0, 1, 'reserve')$$, :'p'),
-  '23514', null,
+  '23514', 'value for domain private.movement_shape violates check constraint "stock_movements_shape"',
   'ledger_reservation_reference: a reserve movement must name its reservation and order');
 select throws_ok(
   format($$insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, order_id)
            values (%L, 1, 5, 'restock', gen_random_uuid())$$, :'p'),
-  '23514', null,
+  '23514', 'value for domain private.movement_shape violates check constraint "stock_movements_shape"',
   'ledger_stock_keeping_names_nothing: a restock names no order');
 select lives_ok(
   format($$insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, note)

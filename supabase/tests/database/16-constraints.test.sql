@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(35);
+select plan(37);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -39,21 +39,24 @@ select throws_ok($$insert into public.products (sku, name, unit_price) values ('
 
 -- ---- orders and lines ------------------------------------------------------------------------------------------------
 select throws_ok(format($$update public.orders set total = total + 1 where id = %L$$, :'a'), '23514',
-  'new row for relation "orders" violates check constraint "orders_total_is_sum"',
+  'value for domain private.order_row violates check constraint "orders_total_is_sum"',
   'check_order_total: an order total is always subtotal plus tax');
 select throws_ok(format($$update public.orders set refunded_amount = total + 1 where id = %L$$, :'a'), '23514',
-  'new row for relation "orders" violates check constraint "orders_refund_within_total"',
+  'value for domain private.order_row violates check constraint "orders_refund_within_total"',
   'check_refund: refunds never exceed the order total');
+select throws_ok(format($$update public.orders set idempotency_key = null, request_hash = 'h' where id = %L$$, :'a'),
+  '23514', 'value for domain private.order_row violates check constraint "orders_key_has_hash"',
+  'check_key_hash: an order has a request hash exactly when it has an idempotency key');
 select throws_ok(format($$update public.orders set status = 'shipped' where id = %L$$, :'a'), '23514', null,
   'check_status: an order status is one of the contract''s statuses');
 select throws_ok(format($$update public.orders set status = 'paid' where id = %L$$, :'a'), '23514',
-  'new row for relation "orders" violates check constraint "orders_paid_has_time"',
+  'value for domain private.order_row violates check constraint "orders_paid_has_time"',
   'check_paid_time: a paid order has its payment time');
 select throws_ok(format($$update public.order_items set line_tax = line_tax + 1 where order_id = %L$$, :'a'), '23514',
-  'new row for relation "order_items" violates check constraint "order_items_total"',
+  'value for domain private.order_item_row violates check constraint "order_items_total"',
   'check_line_total: a line total is always subtotal plus tax');
 select throws_ok(format($$update public.order_items set quantity = quantity + 1 where order_id = %L$$, :'a'), '23514',
-  'new row for relation "order_items" violates check constraint "order_items_subtotal"',
+  'value for domain private.order_item_row violates check constraint "order_items_subtotal"',
   'check_line_subtotal: a line subtotal is always price times quantity');
 
 select throws_ok(format($$update public.order_items set line_no = 0 where order_id = %L$$, :'a'), '23514',
@@ -126,6 +129,14 @@ select is(
      and tgtype & (1 | 2 | 16) = (1 | 2 | 16)), -- ROW, BEFORE, UPDATE
   0,
   'keep_rows_per_statement: no BEFORE ROW UPDATE trigger on stock levels or orders (it would lock every row first)');
+select results_eq(
+  $$select conrelid::regclass::text collate "C", conname::text collate "C" from pg_constraint
+    where contype = 'c' and conrelid in ('public.orders'::regclass, 'public.order_items'::regclass,
+                                         'private.stock_movements'::regclass)
+    order by 1$$,
+  $$values ('order_items' collate "C", 'order_items_rules' collate "C"), ('orders', 'orders_rules'),
+           ('private.stock_movements', 'stock_movements_rules')$$,
+  'rules_in_domains: orders, lines and the ledger have one table CHECK each, a cast to the domain holding their rules');
 
 select * from finish();
 rollback;
