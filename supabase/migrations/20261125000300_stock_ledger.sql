@@ -19,7 +19,8 @@ create domain private.movement_reason as text
 -- single constant. A domain's CHECK, not the table's: a domain's is compiled once per session and kept in the type
 -- cache, while a table's CHECK is parsed back from its stored text and planned again by every statement that
 -- writes the table (as a table CHECK this one cost each create_order 45 k instructions, 2.2 %, callgrind; see
--- private.order_row). Every ledger row is cast to it (stock_movements_rules); the sweep's per-row cost is the same.
+-- private.order_row). Every ledger row is cast to it (stock_movements_rules); the sweep's cost per row is about
+-- the same.
 create type private.movement_shape_fields as (
   reason private.movement_reason,
   on_hand_sign double precision,
