@@ -76,7 +76,6 @@ create domain private.order_row as public.orders
   constraint orders_total_is_sum check ((value).total = (value).subtotal + (value).tax)
   constraint orders_refund_within_total check ((value).refunded_amount between 0 and (value).total)
   constraint orders_key_has_hash check (((value).idempotency_key is null) = ((value).request_hash is null))
-  -- (the statuses as one array literal: one stored constant, not three; see stock_movements_shape)
   constraint orders_paid_has_time
     check ((value).status <> all ('{paid, paid_out_of_stock, fulfilled}') or (value).paid_at is not null);
 comment on domain private.order_row is 'An order row that keeps the rules tying its columns together (orders_rules).';

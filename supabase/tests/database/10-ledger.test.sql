@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(26);
+select plan(27);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -117,6 +117,30 @@ select throws_ok(
            values (%L, 1, 5, 'restock', gen_random_uuid())$$, :'p'),
   '23514', 'value for domain private.movement_shape violates check constraint "stock_movements_shape"',
   'ledger_stock_keeping_names_nothing: a restock names no order');
+-- every reason against every direction of each delta and every count of references: exactly eight shapes pass
+create temp table accepted_shapes (shape text collate "C");
+do $$
+declare r text; o integer; d integer; n integer;
+begin
+  foreach r in array array['reserve', 'release', 'expire', 'fulfil', 'restock', 'adjust'] loop
+    foreach o in array array[-3, 0, 5] loop
+      foreach d in array array[-2, 0, 4] loop
+        foreach n in array array[0, 1, 2] loop
+          begin
+            perform row(r, o, d, n)::private.movement_shape;
+            insert into accepted_shapes values (format('(%s,%s,%s,%s)', r, sign(o), sign(d), n));
+          exception when check_violation then null;
+          end;
+        end loop;
+      end loop;
+    end loop;
+  end loop;
+end $$;
+select results_eq(
+  'select shape from accepted_shapes order by 1',
+  $$values ('(adjust,-1,0,0)' collate "C"), ('(adjust,1,0,0)'), ('(expire,0,-1,2)'), ('(fulfil,-1,-1,2)'),
+           ('(fulfil,-1,0,2)'), ('(release,0,-1,2)'), ('(reserve,0,1,2)'), ('(restock,1,0,0)')$$,
+  'ledger_shapes: of 162 combinations of reason, delta directions and references, exactly the eight shapes pass');
 select lives_ok(
   format($$insert into private.stock_movements (product_id, location_id, delta_on_hand, reason, note)
            values (%L, 1, -1, 'adjust', 'counted one fewer')$$, :'p'),
