@@ -635,6 +635,9 @@ begin
                            cross join lateral (
                              select s.location_id from private.stock_levels s
                              where s.product_id = p.id and s.next_expiry <= p_now
+                             -- (one index probe per product: flattened into a join, a catalogue of up to ~1500
+                             -- stock rows got a hash join reading all of them on every order)
+                             offset 0
                            ) due
                            where not exists (select 1 from take w
                                              where w.product_id = p.id and w.location_id = due.location_id
