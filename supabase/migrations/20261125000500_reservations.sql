@@ -190,9 +190,13 @@ begin
     from unnest(p_product_ids) as p (id)
     where p_location_ids is null
     union all
-    select s.product_id, s.location_id, s.next_expiry
+    select h.product_id, h.location_id, s.next_expiry
     from unnest(p_product_ids, p_location_ids) as h (product_id, location_id)
-    join private.stock_levels s on s.product_id = h.product_id and s.location_id = h.location_id
+    cross join lateral (
+      select s.next_expiry from private.stock_levels s
+      where s.product_id = h.product_id and s.location_id = h.location_id
+      offset 0 -- (one probe per row, whatever the catalogue's size: see create_order's check for lapsed reservations)
+    ) s
     where p_location_ids is not null
   ) d
   where d.floor <= p_now;
