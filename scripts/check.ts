@@ -372,8 +372,8 @@ export const CHECKS: Check[] = [
   // ---- references without foreign keys (products and stock levels are never deleted; this proves it) ---------
   {
     invariant: "references_exist",
-    rule: "every order line names a product, every reservation and ledger row a stock level, every reservation " +
-      "an order",
+    rule: "every order line names a product, every stock level a product and a location, every reservation and " +
+      "ledger row a stock level, every reservation an order",
     query: (sql, scope) =>
       sql`
       select format('%s %s names %s, which does not exist', r.kind, r.id, r.target) as detail
@@ -382,6 +382,14 @@ export const CHECKS: Check[] = [
         from public.order_items i
         where not exists (select 1 from public.products p where p.id = i.product_id)
           and (${scope.products}::uuid[] is null or i.product_id = any (${scope.products}::uuid[]))
+        union all
+        select 'stock level', s.product_id || '/' || s.location_id,
+               case when not exists (select 1 from public.products p where p.id = s.product_id)
+                    then 'product ' || s.product_id else 'location ' || s.location_id end
+        from private.stock_levels s
+        where (not exists (select 1 from public.products p where p.id = s.product_id)
+               or not exists (select 1 from private.locations l where l.id = s.location_id))
+          and (${scope.products}::uuid[] is null or s.product_id = any (${scope.products}::uuid[]))
         union all
         select x.kind, x.id, format('stock level %s/%s', x.product_id, x.location_id)
         from (

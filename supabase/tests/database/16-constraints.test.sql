@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(37);
+select plan(39);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -123,6 +123,14 @@ select throws_ok(format($$delete from private.stock_levels where product_id = %L
 select throws_ok(format($$update private.stock_levels set location_id = 3 - location_id where product_id = %L$$, :'p'),
   '23001', 'private.stock_levels rows are named by other rows without a foreign key: changing the key is refused',
   'keep_stock_level_key: a stock level keeps its product and location');
+select is(
+  (select count(*)::int from pg_constraint where conrelid = 'private.stock_levels'::regclass and contype = 'f'),
+  0,
+  'stock_level_no_fk: stock levels name their product and location without foreign keys (checked on every second '
+  || 'update of a row in a transaction, with a lock on the product and the location)');
+select throws_ok($$delete from private.locations where code = 'warehouse'$$, '23001',
+  'private.locations rows are named by other rows without a foreign key: DELETE is refused',
+  'keep_locations: a location is never deleted');
 select is(
   (select count(*)::int from pg_trigger
    where tgrelid in ('private.stock_levels'::regclass, 'public.orders'::regclass) and not tgisinternal

@@ -295,6 +295,27 @@ test("checker: a reservation naming a stock level that does not exist is reporte
   assert.match(missing[0].message, new RegExp(`^reservation \\d+ names stock level ${a.id}/9`));
 });
 
+test("checker: a stock level naming a product or a location that does not exist is reported", async (sql) => {
+  const { a, ids } = await shop(sql);
+  // (no foreign keys: products and locations are never deleted, and this is what would show if a writer named wrong)
+  const ghost = "f0000000-0000-4000-8000-00000000beef";
+  const problems = await problemsAfter(
+    sql,
+    [...ids, ghost],
+    (tx) =>
+      tx`insert into private.stock_levels (product_id, location_id) values (${ghost}::uuid, 1), (${a.id}::uuid, 9)`,
+  );
+  const missing = problems.filter((p) => p.invariant === "references_exist").map((p) => p.message).sort();
+  assert.deepEqual(
+    missing,
+    [
+      `stock level ${a.id}/9 names location 9, which does not exist`,
+      `stock level ${ghost}/1 names product ${ghost}, which does not exist`,
+    ].sort(),
+    JSON.stringify(problems),
+  );
+});
+
 test("checker: a reservation naming an order that does not exist is reported", async (sql) => {
   const { a, ids } = await shop(sql);
   // (no foreign key: orders are never deleted, and this is what would show if a writer named the wrong one)
