@@ -24,12 +24,14 @@ analyze public.products, private.stock_levels;
 
 create function pg_temp.stock_rows_scanned() returns bigint language sql as $f$
   select pg_stat_get_xact_tuples_returned('private.stock_levels'::regclass) $f$;
+-- the status of an in-store order of p_quantity of the product p_sku
+create function pg_temp.instore_order(p_sku text, p_quantity integer, p_key text) returns text language sql as $f$
+  select public.create_order(
+    jsonb_build_array(pg_temp.line((select id from public.products where sku = p_sku), p_quantity)),
+    'sumup', p_key, 'h') -> 'order' ->> 'status' $f$;
 
 select pg_temp.stock_rows_scanned() as before_one \gset
-select is(
-  public.create_order(jsonb_build_array(pg_temp.line((select id from public.products where sku = 'T-CAT-300'), 2)),
-                      'sumup', 'catalogue-one', 'h') -> 'order' ->> 'status',
-  'awaiting_instore_payment',
+select is(pg_temp.instore_order('T-CAT-300', 2, 'catalogue-one'), 'awaiting_instore_payment',
   'catalogue_order: an order of one product is placed');
 select ok(pg_temp.stock_rows_scanned() - :before_one <= 10,
   format('catalogue_one_product: it reads its product''s stock rows, not the catalogue''s 1200 (scanned %s)',
@@ -54,10 +56,7 @@ select pg_temp.order_id(public.create_order(
   'sumup', 'catalogue-lapsed', 'h', '{}', null, now() - interval '1 hour')) as lapsed \gset
 select count(*) as stock_rows from private.stock_levels \gset
 select pg_temp.stock_rows_scanned() as before_expiry \gset
-select is(
-  public.create_order(jsonb_build_array(pg_temp.line((select id from public.products where sku = 'T-CAT-400'), 1)),
-                      'sumup', 'catalogue-after-lapse', 'h') -> 'order' ->> 'status',
-  'awaiting_instore_payment',
+select is(pg_temp.instore_order('T-CAT-400', 1, 'catalogue-after-lapse'), 'awaiting_instore_payment',
   'catalogue_exact_expiry: an order of a product with a lapsed reservation is placed');
 select ok(pg_temp.stock_rows_scanned() - :before_expiry < 2 * :stock_rows + 10,
   format('catalogue_exact_expiry_reads: it reads the catalogue''s stock rows at most twice, not three times '
