@@ -369,7 +369,7 @@ export const CHECKS: Check[] = [
          or (o.status = 'expired' and o.expired_at is null)
       order by 1`,
   },
-  // ---- references without foreign keys (products and stock levels are never deleted; this proves it) ---------
+  // ---- references without foreign keys (products, locations and stock levels are never deleted; this proves it)
   {
     invariant: "references_exist",
     rule: "every order line names a product, every stock level a product and a location, every reservation and " +
