@@ -383,12 +383,15 @@ export const CHECKS: Check[] = [
         where not exists (select 1 from public.products p where p.id = i.product_id)
           and (${scope.products}::uuid[] is null or i.product_id = any (${scope.products}::uuid[]))
         union all
-        select 'stock level', s.product_id || '/' || s.location_id,
-               case when not exists (select 1 from public.products p where p.id = s.product_id)
-                    then 'product ' || s.product_id else 'location ' || s.location_id end
+        select 'stock level', s.product_id || '/' || s.location_id, m.target
         from private.stock_levels s
-        where (not exists (select 1 from public.products p where p.id = s.product_id)
-               or not exists (select 1 from private.locations l where l.id = s.location_id))
+        cross join lateral (
+          select case when not exists (select 1 from public.products p where p.id = s.product_id)
+                        then 'product ' || s.product_id
+                      when not exists (select 1 from private.locations l where l.id = s.location_id)
+                        then 'location ' || s.location_id end as target
+        ) m
+        where m.target is not null
           and (${scope.products}::uuid[] is null or s.product_id = any (${scope.products}::uuid[]))
         union all
         select x.kind, x.id, format('stock level %s/%s', x.product_id, x.location_id)

@@ -85,8 +85,8 @@ create trigger products_touch_updated_at
 -- Why: order lines, reservations and the ledger name products and stock levels without foreign keys (a foreign
 -- key check locks the parent row FOR KEY SHARE: on a product selling hundreds of times a second, every order
 -- would create a multixact on that one row and on its stock row, ~15 % of the hot product's rate). What a foreign
--- key guarded instead holds here: a product or stock level, once created, is never deleted nor re-keyed, for
--- every role, the owner included. A product is taken off sale with active = false. Orders are kept the same way
+-- key guarded instead holds here: a product, location or stock level, once created, is never deleted nor re-keyed,
+-- for every role, the owner included. A product is taken off sale with active = false. Orders are kept the same way
 -- (20261125000400_orders.sql). The trigger's argument, if any, is the hint: what to do instead.
 create function private.keep_referenced_rows()
 returns trigger

@@ -42,7 +42,7 @@ insert into private.settings (payment_method, reservation_ttl) values
 -- its reservation_expires_at.
 create table private.open_reservations (
   id bigint generated always as identity primary key,
-  -- (no foreign key: orders are never deleted nor re-keyed (orders_never_deleted), and the check, one query per
+  -- (no foreign key: orders are never deleted nor re-keyed (orders_keep_rows), and the check, one query per
   -- reservation, cost every order line ~33 k instructions, 1.5 % of a one-line create_order; the checker's
   -- references_exist proves the rule)
   order_id uuid not null,
