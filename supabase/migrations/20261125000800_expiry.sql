@@ -15,6 +15,12 @@
 --      theirs), re-checked as still open and due;
 --   3. their orders, SKIP LOCKED, expired once they hold nothing.
 -- Returns how many it released, how many it looked at, and the keyset position to continue from.
+-- SKIP LOCKED does not quite mean "never waits": when the row's last updater commits while PostgreSQL is looking
+-- at it, the lock follows the update chain and waits, unconditionally, for whoever locked the newer version
+-- (heap_lock_updated_tuple). A payment that holds that version and queues for a stock row this sweep holds closes
+-- a cycle, and its client got 40P01 (seen once in the lock-order test). So steps 1-3 run in a block of their own,
+-- under expire_reservations' short lock_timeout: a batch that would wait gives way instead. It is rolled back
+-- whole, its locks with it, and its reservations stay due for the next batch or run (released 0).
 -- Generic plans (plan_cache_mode, for this call and the close_reservations it makes): every statement here is
 -- driven by the batch's arrays of ids. A custom plan sees the real array length (thousands) and picks sequential
 -- scans and hash joins over the whole reservations and orders tables, so a batch cost as much as the tables were
@@ -66,45 +72,51 @@ begin
     return;
   end if;
 
-  -- 1. the stock rows of the batch that nobody else holds
-  select array_agg(b.id)
-  into v_on_held
-  from unnest(v_ids, v_product_ids, v_location_ids) as b (id, product_id, location_id)
-  join private.lock_stock(v_product_ids, v_location_ids, true) h
-    on h.product_id = b.product_id and h.location_id = b.location_id;
+  begin
+    -- 1. the stock rows of the batch that nobody else holds
+    select array_agg(b.id)
+    into v_on_held
+    from unnest(v_ids, v_product_ids, v_location_ids) as b (id, product_id, location_id)
+    join private.lock_stock(v_product_ids, v_location_ids, true) h
+      on h.product_id = b.product_id and h.location_id = b.location_id;
 
-  -- 2. the reservations on those rows still open. Locking statements keep to cheap conditions: a row changed by a
-  -- concurrent transaction is re-checked (EvalPlanQual) with every condition of the statement (one closed meanwhile
-  -- is gone).
-  select array_agg(r.id), array_agg(distinct r.order_id)
-  into v_close, v_order_ids
-  from (
-    select r.id, r.order_id
-    from private.open_reservations r
-    where r.id = any (v_on_held)
-      and r.expires_at <= p_now
-    for no key update of r skip locked
-  ) r;
+    -- 2. the reservations on those rows still open. Locking statements keep to cheap conditions: a row changed by
+    -- a concurrent transaction is re-checked (EvalPlanQual) with every condition of the statement (one closed
+    -- meanwhile is gone).
+    select array_agg(r.id), array_agg(distinct r.order_id)
+    into v_close, v_order_ids
+    from (
+      select r.id, r.order_id
+      from private.open_reservations r
+      where r.id = any (v_on_held)
+        and r.expires_at <= p_now
+      for no key update of r skip locked
+    ) r;
 
-  released := private.close_reservations(v_close, 'expired');
+    released := private.close_reservations(v_close, 'expired');
 
-  -- 3. their orders, now holding nothing, expire with them (locked first, then checked; an order being paid or
-  -- cancelled right now is skipped)
-  select array_agg(e.id)
-  into v_order_ids
-  from (
-    select e.id
-    from public.orders e
-    where e.id = any (v_order_ids)
-      and e.status in ('awaiting_instore_payment', 'awaiting_payment')
-    for no key update skip locked
-  ) e;
+    -- 3. their orders, now holding nothing, expire with them (locked first, then checked; an order being paid or
+    -- cancelled right now is skipped)
+    select array_agg(e.id)
+    into v_order_ids
+    from (
+      select e.id
+      from public.orders e
+      where e.id = any (v_order_ids)
+        and e.status in ('awaiting_instore_payment', 'awaiting_payment')
+      for no key update skip locked
+    ) e;
 
-  update public.orders o
-  set status = 'expired', expired_at = p_now
-  where o.id = any (v_order_ids)
-    and o.reservation_expires_at <= p_now
-    and not exists (select 1 from private.open_reservations r where r.order_id = o.id);
+    update public.orders o
+    set status = 'expired', expired_at = p_now
+    where o.id = any (v_order_ids)
+      and o.reservation_expires_at <= p_now
+      and not exists (select 1 from private.open_reservations r where r.order_id = o.id);
+  exception when lock_not_available or deadlock_detected then
+    released := 0;
+    raise log 'stockhold sweep: a batch of % reservations gave way to a lock holder and stays due (%)',
+      fetched, sqlerrm;
+  end;
 end
 $$;
 
@@ -187,6 +199,10 @@ $$;
 -- LOCKED throughout). p_max_batches (null: until nothing is due) bounds one call: it is ONE transaction, and
 -- every stock row it changed stays locked until it returns, so a caller that must not hold buyers up for long
 -- takes a few batches per call, or uses the procedure sweep_reservations, which commits after every batch.
+-- lock_timeout 50ms: where SKIP LOCKED would still wait (expire_batch), the sweep gives way instead of holding up
+-- a buyer or a payment. A client's own deadlock check runs only after it has waited deadlock_timeout (1 s) on
+-- one lock, so while the sweep's transactions are shorter than that (sweep_reservations: one batch, ~70 ms) a
+-- cycle through the sweep is always broken on the sweep's side.
 -- Rows written by the pg_cron job carry actor 'cron'.
 create function public.expire_reservations(
   p_now timestamptz default now(),
@@ -197,6 +213,7 @@ returns integer
 language plpgsql
 security definer
 set search_path = ''
+set lock_timeout = '50ms'
 as $$
 declare
   v_batch record;
@@ -227,7 +244,12 @@ begin
   -- call cut short by p_max_batches, as sweep_reservations makes them), the orders still holding lapsed units
   -- would be re-read by every call, which made a large backlog's sweep grow faster than its size.
   if v_batch.fetched < p_batch_size then
-    perform private.expire_emptied_orders(p_now, p_batch_size, p_max_batches);
+    begin
+      perform private.expire_emptied_orders(p_now, p_batch_size, p_max_batches);
+    exception when lock_not_available or deadlock_detected then
+      -- (it locks orders while this transaction holds the last batch's stock rows: it gives way like a batch)
+      raise log 'stockhold sweep: expiring emptied orders gave way to a lock holder (%)', sqlerrm;
+    end;
   end if;
   perform private.set_status_reason(null);
 

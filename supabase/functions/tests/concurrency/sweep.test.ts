@@ -265,3 +265,54 @@ test(
     await assertInvariants(sql, { productIds: [p.id] });
   },
 );
+
+test(
+  "sweep: a sweep that would have to wait for a lock gives way at once, rolls its batch back and leaves it due",
+  async (sql, db) => {
+    // SKIP LOCKED can still wait (when a row's updater commits at the moment the sweep looks at it), and a payment
+    // that the sweep waits for may be queued for a stock row the sweep holds: a deadlock, with the payment as the
+    // victim (lock-order.test.ts met it once). The sweep's answer is to never wait: under its lock_timeout a batch
+    // that meets a lock rolls back and stays due. Here the lock is a whole table's, held by a back-office
+    // transaction: the one wait the test can cause at will. The sweep's ledger insert would queue behind it.
+    const p = await makeProduct(sql, { stock: 1 });
+    await lapsedLastUnit(sql, p.id);
+    const [res] = await sql`select id from private.open_reservations where product_id = ${p.id}::uuid`;
+    assert.ok(res, "the lapsed reservation is open");
+
+    const busy = await db.reserve();
+    try {
+      await busy`begin`;
+      await busy`lock table private.stock_movements in share mode`;
+      const started = performance.now();
+      let timer: number | undefined;
+      const released = await Promise.race([
+        db`select public.expire_reservations(now()) as n`.then((r) => r[0].n as number),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("the sweep waited for the lock (5 s and counting)")), 5000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      const ms = performance.now() - started;
+      assert.equal(released, 0, "every batch gave way");
+      assert.ok(ms < 2000, `the sweep took ${Math.round(ms)} ms to give way`);
+
+      // Nothing half-done, and nothing still held: the stock row it had locked is free for the back office now.
+      const [left] = await sql`select count(*)::int as n from private.open_reservations where id = ${res.id}`;
+      assert.equal(left.n, 1, "the reservation is still open");
+      await busy`set local lock_timeout = '2s'`;
+      await busy`select public.restock(${p.id}::uuid, 'shop', 1, 'while the sweep gave way')`;
+      await busy`commit`;
+    } finally {
+      busy.release();
+    }
+
+    // The next run takes what the first left.
+    await db`select public.expire_reservations(now())`;
+    const [after] = await sql`
+      select (select count(*)::int from private.open_reservations where id = ${res.id}) as open,
+             (select count(*)::int from private.stock_movements
+               where reservation_id = ${res.id} and reason = 'expire') as expired`;
+    assert.deepEqual(after, { open: 0, expired: 1 });
+    const { onHand, reserved } = await stockOf(sql, p.id);
+    assert.deepEqual({ onHand, reserved }, { onHand: 2, reserved: 0 });
+  },
+);
