@@ -284,7 +284,7 @@ test(
       await busy`begin`;
       await busy`lock table private.stock_movements in share mode`;
       const started = performance.now();
-      let timer: number | undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const released = await Promise.race([
         db`select public.expire_reservations(now()) as n`.then((r) => r[0].n as number),
         new Promise<never>((_, reject) => {
