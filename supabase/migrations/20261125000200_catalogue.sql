@@ -174,7 +174,8 @@ create table private.stock_levels (
 comment on table private.stock_levels is
   'Cached stock per product and location; equals the ledger sum (on_hand) and the active reservations (reserved).';
 
-create index stock_levels_location_idx on private.stock_levels (location_id);
+-- (no index on location_id alone: it served the foreign key to locations, gone since locations keep their rows by
+-- trigger, and no query reads a location's stock rows without their products)
 
 -- (reservations and the ledger name these rows without foreign keys: see keep_referenced_rows above)
 -- Per statement, not per row: any BEFORE ROW UPDATE trigger, whatever its column list and WHEN, makes every UPDATE
