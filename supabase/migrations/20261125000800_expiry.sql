@@ -202,7 +202,9 @@ $$;
 -- lock_timeout 50ms: where SKIP LOCKED would still wait (expire_batch), the sweep gives way instead of holding up
 -- a buyer or a payment. A client's own deadlock check runs only after it has waited deadlock_timeout (1 s) on
 -- one lock, so while the sweep's transactions are shorter than that (sweep_reservations: one batch, ~70 ms) a
--- cycle through the sweep is always broken on the sweep's side.
+-- cycle through the sweep is always broken on the sweep's side. (Each batch that writes is a subtransaction: a
+-- call of more than 64 such batches overflows the backend's cache of subtransaction ids, which slows every other
+-- session's snapshots until it commits. sweep_reservations makes one per transaction.)
 -- Rows written by the pg_cron job carry actor 'cron'.
 create function public.expire_reservations(
   p_now timestamptz default now(),
