@@ -110,7 +110,8 @@ create trigger stock_movements_no_truncate
 -- p_location_ids null: every location of the products; otherwise the rows (p_product_ids[i], p_location_ids[i]),
 -- exactly (a release at the shop does not hold up online buyers drawing from the warehouse).
 -- p_skip_locked (the sweep, which may already hold stock rows from an earlier batch and so must never wait)
--- skips rows that another transaction holds. Returns the rows it locked.
+-- skips rows that another transaction holds (where SKIP LOCKED itself would still wait, the sweep's lock_timeout
+-- makes it give way: see private.expire_batch). Returns the rows it locked.
 create function private.lock_stock(
   p_product_ids uuid[],
   p_location_ids smallint[] default null,

@@ -69,6 +69,28 @@ create index open_reservations_order_idx on private.open_reservations (order_id)
 alter table private.open_reservations enable row level security;
 revoke all on private.open_reservations from public, anon, authenticated, service_role;
 
+-- Why: a reservation is opened (INSERT) and closed (DELETE), never changed, and the engine relies on it. Buyers
+-- (exact expiry) and the sweep lock other orders' reservations with SKIP LOCKED, and SKIP LOCKED can still wait
+-- when it meets a row whose update has just committed: it follows the update chain and waits for whoever locked
+-- the newer version (see private.expire_batch). A row that is never updated has no such chain, so a buyer holding
+-- stock rows never waits here. Per statement: the engine never updates the table, so it costs nothing.
+create function private.refuse_reservation_update()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  raise exception using
+    errcode = 'restrict_violation',
+    message = 'private.open_reservations rows are never updated: UPDATE is refused',
+    hint = 'Close the reservation through the engine (cancel_order, mark_paid, expire_reservations) and open another.';
+end
+$$;
+
+create trigger open_reservations_never_updated
+  before update on private.open_reservations
+  for each statement execute function private.refuse_reservation_update();
+
 -- Why: every reservation, open or closed, with its outcome, for a person (or a test) reading what happened to an
 -- order's stock: open ones from open_reservations, closed ones from their two ledger rows ('reserve', then
 -- fulfil / release / expire). The engine never reads it. A closed reservation's expires_at is its order's
@@ -162,7 +184,8 @@ $$;
 -- meanwhile; one opened by a create_order still waiting for a row lowers it again in its own UPDATE), so the sales
 -- after this one take the fast path again.
 -- SKIP LOCKED: a lapsed reservation held by someone else (the sweep, a payment) is theirs to close; waiting
--- for it while holding stock rows could deadlock. p_except_order keeps the caller's own reservations.
+-- for it while holding stock rows could deadlock (and reservations are never updated, so it never waits: see
+-- open_reservations_never_updated). p_except_order keeps the caller's own reservations.
 create function private.expire_lapsed_on(
   p_product_ids uuid[],
   p_now timestamptz,

@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set local search_path = public, extensions;
-select plan(39);
+select plan(40);
 
 -- Fixtures (rolled back with the test): product, line, stock, order_id, error_of from fixtures.psql.
 \ir fixtures.psql
@@ -85,8 +85,13 @@ select is(
   0,
   'reservation_order_no_fk: reservations name their order without a foreign key (one check query per line)');
 -- ---- reservations -------------------------------------------------------------------------------------------------
-select throws_ok(format($$update private.open_reservations set quantity = 0 where order_id = %L$$, :'a'), '23514', null,
+select throws_ok(format($$insert into private.open_reservations (order_id, product_id, location_id, quantity, expires_at)
+                           select order_id, product_id, location_id, 0, expires_at
+                           from private.open_reservations where order_id = %L$$, :'a'), '23514', null,
   'check_reservation_quantity: a reservation holds at least one unit');
+select throws_ok(format($$update private.open_reservations set expires_at = expires_at where order_id = %L$$, :'a'),
+  '23001', 'private.open_reservations rows are never updated: UPDATE is refused',
+  'reservations_never_updated: a reservation is opened and closed, never changed (SKIP LOCKED relies on it)');
 select throws_ok(format($$update private.reservations set status = 'consumed' where order_id = %L$$, :'a'), '55000',
   null, 'private.reservations is read-only: a reservation closes only through the engine, with its ledger row');
 
