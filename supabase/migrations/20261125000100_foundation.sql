@@ -136,7 +136,8 @@ revoke all on function public.wait_for_flush() from public, anon, authenticated;
 grant execute on function public.wait_for_flush() to service_role;
 
 -- Why: append-only tables (the stock ledger, the status history) refuse UPDATE, DELETE and TRUNCATE
--- for every role, the owner and superusers included, so history cannot be rewritten.
+-- for every role, the owner and superusers included, so history cannot be rewritten. Other tables refuse some
+-- changes the same way with their own words: the trigger's arguments, what the rows are and what to do instead.
 create function private.refuse_change()
 returns trigger
 language plpgsql
@@ -145,7 +146,9 @@ as $$
 begin
   raise exception using
     errcode = 'restrict_violation',
-    message = format('%s.%s is append-only: %s is refused', tg_table_schema, tg_table_name, tg_op),
-    hint = 'Write a compensating row instead (for stock: an adjust movement through public.adjust_stock).';
+    message = format('%s.%s %s: %s is refused', tg_table_schema, tg_table_name,
+                     coalesce(tg_argv[0], 'is append-only'), tg_op),
+    hint = coalesce(tg_argv[1],
+                    'Write a compensating row instead (for stock: an adjust movement through public.adjust_stock).');
 end
 $$;

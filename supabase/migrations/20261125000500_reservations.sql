@@ -74,22 +74,11 @@ revoke all on private.open_reservations from public, anon, authenticated, servic
 -- when it meets a row whose update has just committed: it follows the update chain and waits for whoever locked
 -- the newer version (see private.expire_batch). A row that is never updated has no such chain, so a buyer holding
 -- stock rows never waits here. Per statement: the engine never updates the table, so it costs nothing.
-create function private.refuse_reservation_update()
-returns trigger
-language plpgsql
-set search_path = ''
-as $$
-begin
-  raise exception using
-    errcode = 'restrict_violation',
-    message = 'private.open_reservations rows are never updated: UPDATE is refused',
-    hint = 'Close the reservation through the engine (cancel_order, mark_paid, expire_reservations) and open another.';
-end
-$$;
-
 create trigger open_reservations_never_updated
   before update on private.open_reservations
-  for each statement execute function private.refuse_reservation_update();
+  for each statement execute function private.refuse_change(
+    'rows are never updated',
+    'Close the reservation through the engine (cancel_order, mark_paid, expire_reservations) and open another.');
 
 -- Why: every reservation, open or closed, with its outcome, for a person (or a test) reading what happened to an
 -- order's stock: open ones from open_reservations, closed ones from their two ledger rows ('reserve', then
