@@ -64,7 +64,8 @@ select is(
 set local plan_cache_mode = force_custom_plan;
 select pg_temp.tuples_read('open_reservations_expiry_idx') as expiry_before,
        pg_temp.tuples_read('open_reservations_product_idx') as product_before \gset
-select public.list_products(null, 200) is not null as listed \gset
+-- (the page of this test's two products only: a database other tests have filled holds more, with reservations)
+select public.list_products('T-SKEW-', 2) is not null as listed \gset
 select is(
   format('expiry index %s, product index %s',
          pg_temp.tuples_read('open_reservations_expiry_idx') - :expiry_before,

@@ -83,7 +83,9 @@ select is(pg_temp.entries('open_reservations_product_idx') - :before_old, 600::b
 select pg_temp.scans('open_reservations_product_idx') as product_before \gset
 select pg_temp.order_id(public.create_order(jsonb_build_array(pg_temp.line(:'busy', 1)), 'sumup', 'busy-x', 'hbx',
                         '{}', null, :'t0'::timestamptz + interval '26 minutes')) as busy_x \gset
-select (public.list_products(null, 200, :'t0'::timestamptz + interval '26 minutes') -> 'items') is not null as listed \gset
+-- (the page of T-NEXT-A and T-NEXT-BUSY only: a database other tests have filled holds more, with reservations)
+select (public.list_products('T-NEXT-', 2, :'t0'::timestamptz + interval '26 minutes') -> 'items') is not null
+  as listed \gset
 select is(pg_temp.scans('open_reservations_product_idx') - :product_before, 0::bigint,
   'next_expiry_busy_product: an order of it and the shop window read none of its reservations');
 
@@ -150,7 +152,7 @@ select :'sale_lapsed', :'sale', 1, 1, now() + make_interval(secs => n * 0.36) fr
 update private.stock_levels set reserved = reserved + 10000 where product_id = :'sale' and location_id = 1;
 select pg_temp.pages('open_reservations_product_idx') as pages_before \gset
 select is(
-  (select (i ->> 'available')::int from jsonb_array_elements(public.list_products('T-NEXT-RZ', 200) -> 'items') i
+  (select (i ->> 'available')::int from jsonb_array_elements(public.list_products('T-NEXT-RZ', 1) -> 'items') i
    where i ->> 'sku' = 'T-NEXT-SALE'),
   20000 - 10000,
   'next_expiry_window_listed: the shop window counts the lapsed unit as free');
@@ -159,7 +161,7 @@ select cmp_ok(pg_temp.pages('open_reservations_product_idx') - :pages_before, '<
 -- lapsed units still count as available in the shop window while they wait for the sweep
 select is(
   (select (i ->> 'available')::int from jsonb_array_elements(
-     public.list_products(null, 200, :'t0'::timestamptz + interval '60 minutes') -> 'items') i
+     public.list_products('T-NEXT-', 1, :'t0'::timestamptz + interval '60 minutes') -> 'items') i
    where i ->> 'sku' = 'T-NEXT-A'),
   100,
   'next_expiry_shop_window: once the bounds have come, the shop window counts the lapsed units as free');
