@@ -1,11 +1,12 @@
 /**
  * The local stand-in for Supabase's functions relay: serves every function in supabase/functions/<name>/
- * at /functions/v1/<name>, checking the JWT in Authorization first unless config.toml sets
- * `verify_jwt = false` for that function, as hosted Supabase and `supabase functions serve` do.
+ * at /functions/v1/<name>, checking the JWT in Authorization (or an API key in apikey) first unless config.toml
+ * sets `verify_jwt = false` for that function, as hosted Supabase and `supabase functions serve` do.
  * Each function's handler.ts is imported in-process (index.ts only wraps it in Deno.serve for hosted Supabase).
  */
 import { jwtVerify } from "jose";
 import { parse } from "smol-toml";
+import { apiKeyKind, isApiKey } from "../supabase/functions/_shared/auth.ts";
 import { serveApiDocs } from "./api-docs.ts";
 
 /** A running gateway. */
@@ -65,13 +66,23 @@ function reject(status: number, message: string, code: string): Response {
   return Response.json({ code, msg: message, message }, { status });
 }
 
-/** Verifies `Authorization: Bearer <jwt>` as Supabase's relay does: HS256 with the project's JWT secret. */
+/**
+ * Checks a request as the Supabase CLI's relay does: the JWT in `Authorization: Bearer`, verified with HS256 and
+ * the project's JWT secret. When that header is absent or holds an API key (`Bearer sb_...`, as supabase-js
+ * sends a publishable or secret key), the `apikey` header decides: a configured secret or publishable key passes
+ * (the CLI's relay swaps it for the service_role or anon JWT), anything else is verified as a JWT.
+ */
 async function checkJwt(req: Request, key: Uint8Array): Promise<Response | null> {
-  const header = req.headers.get("authorization") ?? "";
-  const match = /^Bearer\s+(\S+)$/i.exec(header);
-  if (!match) return reject(401, "Missing authorization header", "missing_authorization");
+  const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
+  const token = bearer === undefined || isApiKey(bearer) ? req.headers.get("apikey")?.trim() : bearer;
+  if (!token) {
+    return bearer === undefined
+      ? reject(401, "Missing authorization header", "missing_authorization")
+      : reject(401, "Invalid JWT", "invalid_jwt"); // an sb_ key in Authorization, and no apikey to read it from
+  }
+  if (apiKeyKind(token) !== null) return null;
   try {
-    await jwtVerify(match[1], key, { algorithms: ["HS256"] });
+    await jwtVerify(token, key, { algorithms: ["HS256"] });
     return null;
   } catch {
     return reject(401, "Invalid JWT", "invalid_jwt");

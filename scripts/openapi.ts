@@ -355,14 +355,15 @@ const RELAY_ERRORS: ErrorEntry[] = [
   {
     code: "missing_authorization",
     status: 401,
-    meaning:
-      "No `Authorization: Bearer <JWT>` header on a function with verify_jwt = true. Relay body `{ code, message }`.",
+    meaning: "No `Authorization: Bearer <JWT>` header (nor an `apikey` header) on a function with verify_jwt = true. " +
+      "Relay body `{ code, message }`.",
     source: "relay (scripts/functions-gateway.ts locally)",
   },
   {
     code: "invalid_jwt",
     status: 401,
-    meaning: "The JWT is not signed with the project's secret, or has expired. Relay body `{ code, message }`.",
+    meaning: "The JWT is not signed with the project's secret, or has expired, or the `apikey` is not one of " +
+      "the project's API keys. Relay body `{ code, message }`.",
     source: "relay (scripts/functions-gateway.ts locally)",
   },
 ];
@@ -431,7 +432,8 @@ async function probeErrors(): Promise<ErrorEntry[]> {
   fromMapped(
     await thrown(() => authenticate(new Request("http://docs.invalid/"))),
     "_shared/auth.ts",
-    "The function could not verify the bearer JWT, or it names no known role. Sent with `WWW-Authenticate: Bearer`.",
+    "The function could not verify the bearer JWT, or it names no known role, or the API key is not one of the " +
+      "project's. Sent with `WWW-Authenticate: Bearer`.",
   );
   fromMapped(
     await thrown(() =>
@@ -549,7 +551,14 @@ export async function verifyJwtByFunction(): Promise<Map<string, boolean>> {
 // The document
 // ============================================================================================================
 
-type Security = "anonKey" | "userJwt" | "staffJwt" | "serviceRoleKey" | "stripeSignature";
+type Security =
+  | "anonKey"
+  | "publishableKey"
+  | "userJwt"
+  | "staffJwt"
+  | "serviceRoleKey"
+  | "secretKey"
+  | "stripeSignature";
 
 interface Operation {
   fn: string;
@@ -700,7 +709,7 @@ async function operations(): Promise<Operation[]> {
       summary: "Health check",
       tag: "Operations",
       description: "Is the database reachable, and which migration is it on. For load balancers and operators.",
-      security: ["anonKey", "userJwt", "serviceRoleKey"],
+      security: ["anonKey", "publishableKey", "userJwt", "serviceRoleKey", "secretKey"],
       who: "any valid JWT (the anon key will do)",
       success: {
         200: {
@@ -726,7 +735,7 @@ async function operations(): Promise<Operation[]> {
       summary: "List products",
       tag: "Catalogue",
       description: productsDescription,
-      security: ["anonKey", "userJwt", "serviceRoleKey"],
+      security: ["anonKey", "publishableKey", "userJwt", "serviceRoleKey", "secretKey"],
       who: "any valid JWT (the anon key will do)",
       parameters: [
         ...queryParameters(productsListQuery),
@@ -750,7 +759,7 @@ async function operations(): Promise<Operation[]> {
       tag: "Catalogue",
       description: "The same as the GET, with `cursor` and `limit` in a JSON body (an empty body means the " +
         "first page), as `supabase.functions.invoke('products-list', { body })` sends it.",
-      security: ["anonKey", "userJwt", "serviceRoleKey"],
+      security: ["anonKey", "publishableKey", "userJwt", "serviceRoleKey", "secretKey"],
       who: "any valid JWT (the anon key will do)",
       parameters: [{
         name: "If-None-Match",
@@ -790,7 +799,7 @@ async function operations(): Promise<Operation[]> {
         `**Rate limits** (kept in Postgres, shared by every instance): ${perAddress} orders per client address ` +
         `and ${perUser} per signed-in user per ${windowSeconds} s by default (ORDER_RATE_LIMIT_*). Over the ` +
         "limit: 429 `rate_limited` with `Retry-After`.",
-      security: ["anonKey", "userJwt", "serviceRoleKey"],
+      security: ["anonKey", "publishableKey", "userJwt", "serviceRoleKey", "secretKey"],
       who: "any valid JWT: the anon key (guest checkout) or a signed-in user (the order is theirs)",
       parameters: [{ $ref: "#/components/parameters/IdempotencyKey" }],
       requestBody: {
@@ -850,7 +859,7 @@ async function operations(): Promise<Operation[]> {
       summary: "Read an order",
       tag: "Orders",
       description: orderGetDescription,
-      security: ["userJwt", "staffJwt", "serviceRoleKey"],
+      security: ["userJwt", "staffJwt", "serviceRoleKey", "secretKey"],
       who: "the order's customer (user JWT), staff, or the service role; anon always gets 404",
       parameters: queryParameters(orderGetInput),
       success: orderGetSuccess,
@@ -870,7 +879,7 @@ async function operations(): Promise<Operation[]> {
       summary: "Read an order (POST, for supabase-js)",
       tag: "Orders",
       description: `${orderGetDescription}\n\nThe same as the GET, with \`{ "id" }\` as the JSON body.`,
-      security: ["userJwt", "staffJwt", "serviceRoleKey"],
+      security: ["userJwt", "staffJwt", "serviceRoleKey", "secretKey"],
       who: "the order's customer (user JWT), staff, or the service role; anon always gets 404",
       requestBody: {
         required: true,
@@ -900,7 +909,7 @@ async function operations(): Promise<Operation[]> {
         "`transaction_code_reused`. An order paid after its stock was gone (`paid_out_of_stock`) is given its " +
         "goods with `allocate` once stock is back (restock): its stock is deducted and it becomes `paid`; while " +
         "stock is still short, 409 `insufficient_stock` names the short lines and nothing changes.",
-      security: ["staffJwt", "serviceRoleKey"],
+      security: ["staffJwt", "serviceRoleKey", "secretKey"],
       who: "staff: a user JWT whose `app_metadata.role` is staff or admin (or the service role)",
       requestBody: {
         required: true,
@@ -1060,6 +1069,14 @@ const SECURITY_SCHEMES: Record<Security, Json> = {
     description: "The project's anon key (a JWT with `role: anon`), as supabase-js sends it. Local stack: printed " +
       "by `npm start`.",
   },
+  publishableKey: {
+    type: "apiKey",
+    in: "header",
+    name: "apikey",
+    description: "The project's publishable API key (`sb_publishable_...`), as supabase-js sends it when created " +
+      "with one (in `apikey`, and in `Authorization` while no user is signed in): the anon role. Local stack: " +
+      "printed by `npm start`.",
+  },
   userJwt: {
     type: "http",
     scheme: "bearer",
@@ -1078,6 +1095,13 @@ const SECURITY_SCHEMES: Record<Security, Json> = {
     scheme: "bearer",
     bearerFormat: "JWT",
     description: "The service_role key: servers and operators only, never in a browser.",
+  },
+  secretKey: {
+    type: "apiKey",
+    in: "header",
+    name: "apikey",
+    description: "The project's secret API key (`sb_secret_...`): the service role, for servers and operators " +
+      "only, never in a browser.",
   },
   stripeSignature: {
     type: "apiKey",
@@ -1178,7 +1202,10 @@ export async function buildOpenApi(): Promise<Json> {
     "Every call carries `Authorization: Bearer <JWT>` except the two webhooks. The relay in front of the " +
     "functions (hosted Supabase, or `scripts/functions-gateway.ts` locally) verifies the JWT unless " +
     "`supabase/config.toml` sets `verify_jwt = false`; each function verifies it again and takes the caller's " +
-    "role from it. Staff are users whose `app_metadata.role` is `staff` or `admin`.",
+    "role from it. Staff are users whose `app_metadata.role` is `staff` or `admin`. Instead of the legacy anon " +
+    "and service_role JWTs, a caller may present the project's publishable key (`sb_publishable_...`, the anon " +
+    "role) or secret key (`sb_secret_...`, the service role) in the `apikey` header, as supabase-js does when " +
+    "created with one; a signed-in user's JWT in `Authorization` still names the caller.",
     table(["operation", "who may call", "relay checks the JWT"], whoRows),
     "# Headers",
     table(["header", "direction", "meaning"], [

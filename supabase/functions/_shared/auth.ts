@@ -8,7 +8,13 @@
  * There is no built-in fallback key. A token that no configured key can check is refused (401) and a warning
  * names the missing setting, never the token. The relay may check the JWT too; functions check again because
  * they need the claims and must not depend on how they are deployed.
+ *
+ * A caller without a JWT may present one of Supabase's API keys instead, as supabase-js does when created with
+ * one: a publishable key (`sb_publishable_...`, the anon role) or a secret key (`sb_secret_...`, the service
+ * role), in the `apikey` header (supabase-js also puts it in Authorization, where an `sb_` value is not a JWT). It
+ * must equal a key in SUPABASE_PUBLISHABLE_KEYS or SUPABASE_SECRET_KEYS, which Supabase injects.
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import {
   createLocalJWKSet,
   decodeProtectedHeader,
@@ -18,7 +24,7 @@ import {
   type JWTVerifyGetKey,
 } from "jose";
 import type { DbRole } from "./db.ts";
-import { jwksJson, jwtSecret } from "./env.ts";
+import { apiKeys, jwksJson, jwtSecret } from "./env.ts";
 import { AppError } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
 
@@ -129,9 +135,18 @@ async function verifiedClaims(token: string, log: Logger): Promise<JWTPayload> {
  * request's logger) receives the warning when a token cannot be checked for want of configured key material.
  */
 export async function authenticate(req: Request, log: Logger = fallbackLog): Promise<Caller> {
-  const match = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "");
-  if (!match) throw unauthorized("An Authorization: Bearer <JWT> header is required.");
-  const claims: Record<string, unknown> = await verifiedClaims(match[1], log);
+  const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
+  const apikey = req.headers.get("apikey")?.trim() || undefined;
+  // The JWT: the bearer token, or else a JWT in apikey (Supabase's gateway reads the legacy keys from either).
+  const jwt = [bearer, apikey].find((value) => value !== undefined && !isApiKey(value));
+  if (jwt === undefined) {
+    const key = apikey ?? bearer;
+    if (key === undefined) {
+      throw unauthorized("An Authorization: Bearer <JWT> header, or an apikey header with an API key, is required.");
+    }
+    return keyCaller(key, log);
+  }
+  const claims: Record<string, unknown> = await verifiedClaims(jwt, log);
   const role = claims.role;
   if (role === "service_role") return { kind: "service", userId: null, actor: "service", role: "service_role", claims };
   if (role === "anon") return { kind: "anon", userId: null, actor: "anon", role: "anon", claims };
@@ -142,6 +157,46 @@ export async function authenticate(req: Request, log: Logger = fallbackLog): Pro
       : { kind: "user", userId, actor: `user:${userId}`, role: "authenticated", claims };
   }
   throw unauthorized("The JWT does not name a known role.");
+}
+
+/** True for Supabase's API keys (`sb_publishable_...`, `sb_secret_...`), which are not JWTs. */
+export function isApiKey(value: string): boolean {
+  return value.startsWith("sb_");
+}
+
+/**
+ * Which kind of configured API key `key` is, or null for none. Compared as SHA-256 digests with timingSafeEqual:
+ * equal lengths, so neither the comparison nor the keys' lengths tell a caller how much of a guess was right.
+ * (Exported for the local functions gateway, which answers for the relay as Supabase's does.)
+ */
+export function apiKeyKind(key: string): "publishable" | "secret" | null {
+  const digest = (value: string) => createHash("sha256").update(value).digest();
+  const given = digest(key);
+  for (const kind of ["secret", "publishable"] as const) {
+    if (apiKeys(kind).some((known) => timingSafeEqual(digest(known), given))) return kind;
+  }
+  return null;
+}
+
+/** The caller an API key stands for: the service role for a secret key, anon for a publishable one. */
+function keyCaller(key: string, log: Logger): Caller {
+  switch (apiKeyKind(key)) {
+    case "secret":
+      return {
+        kind: "service",
+        userId: null,
+        actor: "service",
+        role: "service_role",
+        claims: { role: "service_role" },
+      };
+    case "publishable":
+      return { kind: "anon", userId: null, actor: "anon", role: "anon", claims: { role: "anon" } };
+  }
+  if (apiKeys("publishable").length === 0 && apiKeys("secret").length === 0) {
+    // A deployment problem, not the client's: no key could have matched (the key itself is never logged).
+    log.warn("API key refused: no API keys configured", { missing: "SUPABASE_PUBLISHABLE_KEYS, SUPABASE_SECRET_KEYS" });
+  }
+  throw unauthorized("The API key is not valid for this project.");
 }
 
 /** The caller if staff (or the service key), else 403 `forbidden`. */

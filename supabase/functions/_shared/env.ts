@@ -66,6 +66,29 @@ export function jwksJson(): string | undefined {
   return envValue("SUPABASE_JWKS");
 }
 
+/**
+ * Supabase's API keys of one kind (`sb_publishable_...` or `sb_secret_...`): SUPABASE_PUBLISHABLE_KEYS or
+ * SUPABASE_SECRET_KEYS, a JSON object of name to key that Supabase injects into every function (the CLI injects
+ * `{"default": <key>}`), else the single SUPABASE_PUBLISHABLE_KEY or SUPABASE_SECRET_KEY. Empty when unset; a
+ * value that is not such an object is a ConfigError naming the variable (never its value).
+ */
+export function apiKeys(kind: "publishable" | "secret"): string[] {
+  const name = kind === "publishable" ? "SUPABASE_PUBLISHABLE_KEY" : "SUPABASE_SECRET_KEY";
+  const json = envValue(`${name}S`);
+  if (json === undefined) {
+    const single = envValue(name);
+    return single === undefined ? [] : [single];
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    throw new ConfigError(`${name}S`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`${name}S`);
+  return Object.values(parsed).filter((key): key is string => typeof key === "string" && key !== "");
+}
+
 /** Stripe settings; the secret key is only required when a Stripe call is made. */
 export function stripeConfig(): { secretKey: string; apiBase: string } {
   return {

@@ -2,7 +2,9 @@
  * _shared/auth.ts: which key checks which token. Asymmetric tokens (ES256, as hosted Supabase's signing keys
  * make them) are verified against SUPABASE_JWKS; HS256 tokens against STOCKHOLD_JWT_SECRET, else
  * SUPABASE_JWT_SECRET; there is no built-in secret, so a token that no configured key can check is a 401 with a
- * warning in the log (which never holds the token). Key pairs are generated here with jose.
+ * warning in the log (which never holds the token). Key pairs are generated here with jose. Without a JWT, an API
+ * key (publishable: anon; secret: the service role) in apikey is checked against SUPABASE_PUBLISHABLE_KEYS /
+ * SUPABASE_SECRET_KEYS, else the single-key variables.
  */
 import assert from "node:assert/strict";
 import { exportJWK, generateKeyPair, type JWK, SignJWT, UnsecuredJWT } from "jose";
@@ -11,7 +13,7 @@ import { authenticate } from "../_shared/auth.ts";
 import { closeDb } from "../_shared/db.ts";
 import { handler as instoreHandler } from "../orders-instore/handler.ts";
 import { handler as productsHandler } from "../products-list/handler.ts";
-import { JWT_SECRET } from "./support/keys.ts";
+import { JWT_SECRET, PUBLISHABLE_KEY, SECRET_KEY } from "./support/keys.ts";
 import { makeOrder, makeProduct, orderRow, testSql, withEnv } from "./support/shop.ts";
 
 /** An ES256 key pair with its public half as a JWK (kid, alg, use set as in Supabase's JWKS). */
@@ -204,6 +206,110 @@ test("auth_secret: STOCKHOLD_JWT_SECRET verifies HS256 tokens and takes preceden
   await withEnv({ ...NO_KEYS, SUPABASE_JWT_SECRET: JWT_SECRET }, async () => {
     assert.equal((await authenticate(bearer(await hs256Token(JWT_SECRET)))).kind, "user");
   });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Supabase's API keys (sb_publishable_..., sb_secret_...)
+// ---------------------------------------------------------------------------------------------------------------
+
+const NO_API_KEYS = {
+  SUPABASE_PUBLISHABLE_KEYS: undefined,
+  SUPABASE_SECRET_KEYS: undefined,
+  SUPABASE_PUBLISHABLE_KEY: undefined,
+  SUPABASE_SECRET_KEY: undefined,
+};
+const LOCAL_API_KEYS = { ...NO_API_KEYS, SUPABASE_PUBLISHABLE_KEY: PUBLISHABLE_KEY, SUPABASE_SECRET_KEY: SECRET_KEY };
+
+/** A request as supabase-js sends it when created with `key` and no session: the key in apikey and Authorization. */
+function withKey(key: string, authorization: string | null = `Bearer ${key}`): Request {
+  const headers: Record<string, string> = { apikey: key };
+  if (authorization !== null) headers.authorization = authorization;
+  return new Request("http://local/functions/v1/anything", { headers });
+}
+
+/** Asserts a 401 `unauthorized` for `req`. */
+async function assertRequestRefused(req: Request): Promise<void> {
+  await assert.rejects(authenticate(req), (err: { status?: number; code?: string }) => {
+    assert.equal(err.status, 401);
+    assert.equal(err.code, "unauthorized");
+    return true;
+  });
+}
+
+test("auth_api_keys: a publishable key is the anon caller, a secret key the service caller", async () => {
+  await withEnv({ ...NO_KEYS, ...LOCAL_API_KEYS }, async () => {
+    for (const authorization of [`Bearer ${PUBLISHABLE_KEY}`, null]) {
+      const anon = await authenticate(withKey(PUBLISHABLE_KEY, authorization));
+      assert.deepEqual(anon, { kind: "anon", userId: null, actor: "anon", role: "anon", claims: { role: "anon" } });
+    }
+    const service = await authenticate(withKey(SECRET_KEY));
+    assert.equal(service.kind, "service");
+    assert.equal(service.role, "service_role");
+    assert.deepEqual(service.claims, { role: "service_role" });
+    // A key in Authorization alone (no apikey header) is read there.
+    const bare = new Request("http://local/x", { headers: { authorization: `Bearer ${SECRET_KEY}` } });
+    assert.equal((await authenticate(bare)).kind, "service");
+  });
+});
+
+test("auth_api_keys: a signed-in user's JWT wins over the publishable key supabase-js sends beside it", async () => {
+  await withEnv({ ...NO_KEYS, ...LOCAL_API_KEYS, SUPABASE_JWT_SECRET: JWT_SECRET }, async () => {
+    const sub = crypto.randomUUID();
+    const token = await hs256Token(JWT_SECRET, { sub, staff: true });
+    const staff = await authenticate(withKey(PUBLISHABLE_KEY, `Bearer ${token}`));
+    assert.equal(staff.actor, `staff:${sub}`);
+    // ...and a forged one is not rescued by the valid key.
+    await assertRequestRefused(
+      withKey(PUBLISHABLE_KEY, `Bearer ${await hs256Token("another-secret-long-enough-to-sign")}`),
+    );
+    // A legacy key in apikey alone is a JWT like any other.
+    const anonJwt = await hs256Token(JWT_SECRET, { role: "anon" });
+    assert.equal((await authenticate(withKey(anonJwt, null))).kind, "anon");
+  });
+});
+
+test("auth_api_keys: SUPABASE_*_KEYS (name to key, as Supabase injects them) replace the single-key variables", async () => {
+  const keys = {
+    ...NO_KEYS,
+    ...LOCAL_API_KEYS,
+    SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: "sb_publishable_web", ios: "sb_publishable_ios" }),
+    SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_backend" }),
+  };
+  await withEnv(keys, async () => {
+    assert.equal((await authenticate(withKey("sb_publishable_ios"))).kind, "anon");
+    assert.equal((await authenticate(withKey("sb_publishable_web"))).kind, "anon");
+    assert.equal((await authenticate(withKey("sb_secret_backend"))).kind, "service");
+    // The single keys are not read once the JSON variables are set, nor does one kind stand for the other.
+    await assertRequestRefused(withKey(PUBLISHABLE_KEY));
+    await assertRequestRefused(withKey(SECRET_KEY));
+  });
+});
+
+test("auth_api_keys: a wrong or cut-short key is a 401; with no keys configured the log names the settings, not the key", async () => {
+  await withEnv({ ...NO_KEYS, ...LOCAL_API_KEYS }, async () => {
+    for (const key of [`${SECRET_KEY}x`, SECRET_KEY.slice(0, -1), "sb_secret_", "sb_publishable_guess"]) {
+      await assertRequestRefused(withKey(key));
+    }
+    await assertRequestRefused(new Request("http://local/x"));
+  });
+  await withEnv({ ...NO_KEYS, ...NO_API_KEYS }, async () => {
+    const warnings = await capturingWarnings(() => assertRequestRefused(withKey(PUBLISHABLE_KEY)));
+    const line = warnings.find((l) => l.includes("no API keys configured"));
+    assert.ok(line?.includes("SUPABASE_PUBLISHABLE_KEYS"), warnings.join("\n"));
+    assert.ok(warnings.every((l) => !l.includes(PUBLISHABLE_KEY)), "the key is not logged");
+  });
+});
+
+test("auth_api_keys: SUPABASE_SECRET_KEYS that is not a JSON object is a configuration error naming the variable", async () => {
+  for (const value of ["sb_secret_plain", '["sb_secret_a"]', "null"]) {
+    await withEnv({ ...NO_KEYS, ...NO_API_KEYS, SUPABASE_SECRET_KEYS: value }, async () => {
+      await assert.rejects(authenticate(withKey(SECRET_KEY)), (err: Error) => {
+        assert.equal(err.name, "ConfigError");
+        assert.equal(err.message, "SUPABASE_SECRET_KEYS is not configured");
+        return true;
+      });
+    });
+  }
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import type postgres from "postgres";
 import { startFakeStripe } from "./fakes/stripe-server.ts";
-import { ANON_KEY } from "./support/keys.ts";
+import { ANON_KEY, PUBLISHABLE_KEY, SECRET_KEY } from "./support/keys.ts";
 import { makeProduct, movementsOf, orderRow, stockOf, testSql, userJwt } from "./support/shop.ts";
 import {
   assertInvariants,
@@ -243,3 +243,61 @@ e2e("e2e in store, paid: staff confirm the card payment with orders-instore, sto
   assert.equal(actor, `staff:${staffJwt.sub}`);
   await assertInvariants(sql, { productIds: [lamp.id] });
 });
+
+e2e(
+  "e2e with Supabase's API keys: a publishable-key client orders, a signed-in user on it reads, a secret-key back office confirms",
+  async ({ sql, url }) => {
+    const kettle = await makeProduct(sql, { stock: 5, price: 3900, taxBp: 1900 });
+    const keyed = (key: string, token?: string) =>
+      createClient(url, key, {
+        auth: { persistSession: false, autoRefreshToken: false },
+        ...(token ? { global: { headers: { Authorization: `Bearer ${token}` } } } : {}),
+      });
+
+    // The shop's front end created with the publishable key (`supabase status`: Publishable key), guest checkout.
+    const shopper = keyed(PUBLISHABLE_KEY);
+    const { data: page, error: listError } = await shopper.functions.invoke(`products-list?limit=1`, { method: "GET" });
+    assert.equal(listError, null, `products-list failed: ${statusOf(listError)}`);
+    assert.ok(Array.isArray(page.items));
+    const { data, error } = await shopper.functions.invoke("orders-create", {
+      body: { items: [{ product_id: kettle.id, quantity: 2 }], payment_method: "sumup" },
+      headers: { "Idempotency-Key": crypto.randomUUID() },
+    });
+    assert.equal(error, null, `orders-create failed: ${statusOf(error)}`);
+    const orderId = data.order.id;
+    assert.equal(data.order.total, 2 * 3900 + Math.round(2 * 3900 * 0.19));
+    assert.deepEqual(await stockOf(sql, kettle.id), { onHand: 5, reserved: 2 });
+    const [{ actor: creator }] = await sql`select actor from private.order_status_history
+                                         where order_id = ${orderId}::uuid and to_status = 'awaiting_instore_payment'`;
+    assert.equal(creator, "anon");
+
+    // The publishable key is the anon role: it cannot confirm payments, nor can a key that is not this project's.
+    const denied = await shopper.functions.invoke("orders-instore", {
+      body: { action: "confirm", order_id: orderId, transaction_code: "TXFAKE" },
+    });
+    assert.equal(statusOf(denied.error), 403);
+    const stranger = await keyed("sb_secret_not-this-projects-key").functions.invoke("orders-instore", {
+      body: { action: "confirm", order_id: orderId, transaction_code: "TXFAKE" },
+    });
+    assert.equal(statusOf(stranger.error), 401);
+
+    // Staff signed in on the same publishable-key client: their session JWT is who they are.
+    const staffJwt = await userJwt({ staffRole: "staff" });
+    const read = await keyed(PUBLISHABLE_KEY, staffJwt.token).functions.invoke("orders-get", { body: { id: orderId } });
+    assert.equal(read.error, null, `orders-get failed: ${statusOf(read.error)}`);
+    assert.equal(read.data.order.id, orderId);
+
+    // A back-office job holding the secret key confirms the payment, recorded as the service.
+    const code = `TX-${crypto.randomUUID().slice(0, 8).toUpperCase()}`;
+    const confirmed = await keyed(SECRET_KEY).functions.invoke("orders-instore", {
+      body: { action: "confirm", order_id: orderId, transaction_code: code },
+    });
+    assert.equal(confirmed.error, null, `orders-instore failed: ${statusOf(confirmed.error)}`);
+    assert.equal(confirmed.data.result, "paid");
+    assert.deepEqual(await stockOf(sql, kettle.id), { onHand: 3, reserved: 0 });
+    const [{ actor }] = await sql`select actor from private.order_status_history
+                                where order_id = ${orderId}::uuid and to_status = 'paid'`;
+    assert.equal(actor, "service");
+    await assertInvariants(sql, { productIds: [kettle.id] });
+  },
+);

@@ -1,11 +1,12 @@
 /**
- * The local functions gateway behaves as Supabase's relay: a JWT signed with the project secret is
- * required unless config.toml sets verify_jwt = false, preflights pass, and supabase-js works unchanged.
+ * The local functions gateway behaves as Supabase's relay: a JWT signed with the project secret (or the
+ * project's publishable or secret API key) is required unless config.toml sets verify_jwt = false, preflights
+ * pass, and supabase-js works unchanged.
  */
 import assert from "node:assert/strict";
 import { jwtVerify, SignJWT } from "jose";
 import { startGateway } from "../../../scripts/functions-gateway.ts";
-import { ANON_KEY, JWT_SECRET, SERVICE_ROLE_KEY } from "./support/keys.ts";
+import { ANON_KEY, JWT_SECRET, PUBLISHABLE_KEY, SECRET_KEY, SERVICE_ROLE_KEY } from "./support/keys.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url).pathname;
 
@@ -54,6 +55,30 @@ Deno.test("gateway passes the anon and service_role keys, and preflights without
     const pre = await fetch(`${url}/functions/v1/closed-echo`, { method: "OPTIONS" });
     assert.equal(pre.status, 200);
     assert.equal((await pre.json()).method, "OPTIONS");
+  }));
+
+Deno.test("gateway passes the publishable and secret keys as supabase-js sends them, and refuses other sb_ keys", () =>
+  withFixtureGateway(async (url) => {
+    const call = (headers: Record<string, string>) =>
+      fetch(`${url}/functions/v1/closed-echo`, { method: "POST", headers });
+    for (const key of [PUBLISHABLE_KEY, SECRET_KEY]) {
+      for (
+        const headers of [{ apikey: key, authorization: `Bearer ${key}` }, { apikey: key }] as Record<string, string>[]
+      ) {
+        const res = await call(headers);
+        assert.equal(res.status, 200, JSON.stringify(headers));
+        assert.equal((await res.json()).function, "closed-echo");
+      }
+    }
+    for (const apikey of ["sb_publishable_not-this-project", `${SECRET_KEY}0`]) {
+      const res = await call({ apikey, authorization: `Bearer ${apikey}` });
+      assert.equal(res.status, 401);
+      assert.equal((await res.json()).code, "invalid_jwt");
+    }
+    // An sb_ key in Authorization with no apikey header is not a JWT, as for the CLI's relay.
+    const bare = await call({ authorization: `Bearer ${PUBLISHABLE_KEY}` });
+    assert.equal(bare.status, 401);
+    assert.equal((await bare.json()).code, "invalid_jwt");
   }));
 
 Deno.test("gateway lets a verify_jwt = false function through without a JWT and sets x-forwarded-for itself", () =>

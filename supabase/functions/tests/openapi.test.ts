@@ -182,22 +182,30 @@ Deno.test("the error table covers every SQLSTATE the engine raises, as errors.ts
   }
 });
 
-Deno.test("security follows supabase/config.toml: verify_jwt functions take a bearer JWT, the webhooks none", async () => {
+Deno.test("security follows supabase/config.toml: verify_jwt functions take a bearer JWT or an API key, the webhooks neither", async () => {
   const doc = openApiDocument();
   const verify = await verifyJwtByFunction();
+  const apiKey = (s: Json) => s.type === "apiKey" && s.in === "header" && s.name === "apikey";
   for (const { path, method, op } of operationsOf(doc)) {
     const schemes = op.security.flatMap((s: Json) => Object.keys(s)).map((n: string) =>
       doc.components.securitySchemes[n]
     );
     if (verify.get(path.slice(1))) {
       assert.ok(
-        schemes.length > 0 && schemes.every((s: Json) => s.scheme === "bearer"),
-        `${method} ${path}: bearer JWT`,
+        schemes.some((s: Json) => s.scheme === "bearer") &&
+          schemes.every((s: Json) => s.scheme === "bearer" || apiKey(s)),
+        `${method} ${path}: bearer JWT or API key`,
       );
       assert.ok(op.responses["401"], `${method} ${path}: 401 documented`);
     } else {
-      assert.ok(schemes.every((s: Json) => s.scheme !== "bearer"), `${method} ${path}: no JWT`);
+      assert.ok(schemes.every((s: Json) => s.scheme !== "bearer" && !apiKey(s)), `${method} ${path}: no JWT`);
     }
+  }
+  // Whoever may use the legacy anon or service_role key may use the publishable or secret key in its place.
+  for (const { path, method, op } of operationsOf(doc)) {
+    const names = op.security.flatMap((s: Json) => Object.keys(s));
+    assert.equal(names.includes("anonKey"), names.includes("publishableKey"), `${method} ${path}: publishable`);
+    assert.equal(names.includes("serviceRoleKey"), names.includes("secretKey"), `${method} ${path}: secret`);
   }
   assert.deepEqual(doc.paths["/stripe-webhook"].post.security, [{ stripeSignature: [] }]);
   assert.deepEqual(doc.paths["/sumup-webhook"].post.security, []);
