@@ -2,7 +2,8 @@
  * End to end, as a shop's front end and its payment providers drive stockhold: supabase-js
  * `functions.invoke` through the functions gateway (JWT check included) with the anon key, Stripe played by the
  * fake API server the real SDK is pointed at, Stripe's webhook signed with the SDK's test helper, staff acting
- * with a staff JWT, and the stock read back from the database. The invariant checker closes every flow.
+ * with a staff JWT (or a back office with the secret API key, the shop with the publishable one), and the stock read
+ * back from the database. The invariant checker closes every flow.
  */
 import assert from "node:assert/strict";
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
