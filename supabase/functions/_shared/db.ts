@@ -5,8 +5,6 @@
  */
 import postgres from "postgres";
 import { dbPoolMax, dbUrl } from "./env.ts";
-import { createLogger } from "./log.ts";
-import { guardWriteAfterClose } from "./pg-write-after-close.ts";
 import { sharedRunFromNow } from "./shared-run.ts";
 
 /** The pool's query function. */
@@ -58,22 +56,7 @@ export function db(): Sql {
     onnotice: () => {},
   });
   pool = { url, sql };
-  // A connection lost mid-transaction must not end the process nor leave a dead connection in the pool.
-  if (!guardWriteAfterClose(retirePool)) {
-    createLogger({ component: "db" }).warn("db: this runtime refused the write-after-close guard; running without it");
-  }
   return sql;
-}
-
-/**
- * Hands the pool over to a fresh one on the next db() call; the old one ends once its queries have finished (at
- * most 5 s). Called when the driver has left a connection unusable (pg-write-after-close.ts).
- */
-function retirePool(): void {
-  const current = pool;
-  pool = null;
-  createLogger({ component: "db" }).error("db: a connection was lost mid-transaction; the pool is replaced");
-  if (current) void current.sql.end({ timeout: 5 });
 }
 
 /** Closes the pool (tests, shutdown). */
