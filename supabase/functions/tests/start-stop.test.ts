@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { createClient } from "@supabase/supabase-js";
 import postgres from "postgres";
-import { ANON_KEY } from "./support/keys.ts";
+import { ANON_KEY, PUBLISHABLE_KEY } from "./support/keys.ts";
 
 const root = new URL("../../../", import.meta.url).pathname;
 // Ports below Linux's ephemeral range (32768-60999): this test binds them after the suites before it have opened
@@ -14,8 +14,17 @@ const root = new URL("../../../", import.meta.url).pathname;
 // once kept Postgres from listening there ("Address already in use").
 const env = { STACK_NAME: "starttest", DB_PORT: "24422", API_PORT: "24421", NO_COLOR: "1" };
 
+// The API keys are left to the stack's own settings (.env.example), not inherited from the test runner's.
+const unset = ["SUPABASE_PUBLISHABLE_KEYS", "SUPABASE_SECRET_KEYS", "SUPABASE_PUBLISHABLE_KEY", "SUPABASE_SECRET_KEY"];
+
 function script(name: string) {
-  return new Deno.Command("bash", { args: [`scripts/${name}.sh`], cwd: root, env, stdout: "piped", stderr: "piped" });
+  return new Deno.Command("env", {
+    args: [...unset.flatMap((v) => ["-u", v]), "bash", `scripts/${name}.sh`],
+    cwd: root,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  });
 }
 
 async function readUntil(stream: ReadableStream<Uint8Array>, marker: string, timeoutMs: number): Promise<string> {
@@ -55,6 +64,8 @@ Deno.test({
           "DB URL: postgresql://postgres:postgres@127.0.0.1:24422/postgres",
           `anon key: ${ANON_KEY}`,
           "service_role key:",
+          `Publishable key: ${PUBLISHABLE_KEY}`,
+          "Secret key: sb_secret_",
         ]
       ) {
         assert.ok(status.includes(line), `status block shows "${line}"`);
@@ -66,6 +77,11 @@ Deno.test({
       assert.equal(data.database, "reachable");
       const products = await supabase.functions.invoke("products-list", { method: "GET" });
       assert.ok(products.data.items.length > 0, "the seed's catalogue is served");
+      // The publishable key the status block prints opens the same doors (the stack's own settings, not a test's).
+      const keyed = createClient("http://127.0.0.1:24421", PUBLISHABLE_KEY, { auth: { persistSession: false } });
+      const viaKey = await keyed.functions.invoke("products-list", { method: "GET" });
+      assert.equal(viaKey.error, null);
+      assert.ok(viaKey.data.items.length > 0, "the catalogue is served to the publishable key");
 
       // npm run db:reset: back to migrations + seed (supabase db reset --db-url), while the stack runs.
       const sql = postgres("postgresql://postgres:postgres@127.0.0.1:24422/postgres", { max: 1, onnotice: () => {} });
