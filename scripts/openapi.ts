@@ -710,7 +710,7 @@ async function operations(): Promise<Operation[]> {
       tag: "Operations",
       description: "Is the database reachable, and which migration is it on. For load balancers and operators.",
       security: ["anonKey", "publishableKey", "userJwt", "serviceRoleKey", "secretKey"],
-      who: "any valid JWT (the anon key will do)",
+      who: "any valid JWT or API key (the anon or publishable key will do)",
       success: {
         200: {
           description: "The database answered.",
@@ -736,7 +736,7 @@ async function operations(): Promise<Operation[]> {
       tag: "Catalogue",
       description: productsDescription,
       security: ["anonKey", "publishableKey", "userJwt", "serviceRoleKey", "secretKey"],
-      who: "any valid JWT (the anon key will do)",
+      who: "any valid JWT or API key (the anon or publishable key will do)",
       parameters: [
         ...queryParameters(productsListQuery),
         {
@@ -760,7 +760,7 @@ async function operations(): Promise<Operation[]> {
       description: "The same as the GET, with `cursor` and `limit` in a JSON body (an empty body means the " +
         "first page), as `supabase.functions.invoke('products-list', { body })` sends it.",
       security: ["anonKey", "publishableKey", "userJwt", "serviceRoleKey", "secretKey"],
-      who: "any valid JWT (the anon key will do)",
+      who: "any valid JWT or API key (the anon or publishable key will do)",
       parameters: [{
         name: "If-None-Match",
         in: "header",
@@ -800,7 +800,8 @@ async function operations(): Promise<Operation[]> {
         `and ${perUser} per signed-in user per ${windowSeconds} s by default (ORDER_RATE_LIMIT_*). Over the ` +
         "limit: 429 `rate_limited` with `Retry-After`.",
       security: ["anonKey", "publishableKey", "userJwt", "serviceRoleKey", "secretKey"],
-      who: "any valid JWT: the anon key (guest checkout) or a signed-in user (the order is theirs)",
+      who:
+        "any valid JWT or API key: the anon or publishable key (guest checkout) or a signed-in user (the order is theirs)",
       parameters: [{ $ref: "#/components/parameters/IdempotencyKey" }],
       requestBody: {
         required: true,
@@ -1199,7 +1200,8 @@ export async function buildOpenApi(): Promise<Json> {
     "authenticate, talk to the payment providers and call the engine. Every function is served at " +
     "`<SUPABASE_URL>/functions/v1/<name>`; prices, stock and totals always come from the database.",
     "# Authentication",
-    "Every call carries `Authorization: Bearer <JWT>` except the two webhooks. The relay in front of the " +
+    "Every call carries `Authorization: Bearer <JWT>` (or an API key, see below) except the two webhooks. The " +
+    "relay in front of the " +
     "functions (hosted Supabase, or `scripts/functions-gateway.ts` locally) verifies the JWT unless " +
     "`supabase/config.toml` sets `verify_jwt = false`; each function verifies it again and takes the caller's " +
     "role from it. Staff are users whose `app_metadata.role` is `staff` or `admin`. Instead of the legacy anon " +
