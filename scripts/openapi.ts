@@ -1201,8 +1201,8 @@ export async function buildOpenApi(): Promise<Json> {
     "`<SUPABASE_URL>/functions/v1/<name>`; prices, stock and totals always come from the database.",
     "# Authentication",
     "Every call carries `Authorization: Bearer <JWT>` (or an API key, see below) except the two webhooks. The " +
-    "relay in front of the " +
-    "functions (hosted Supabase, or `scripts/functions-gateway.ts` locally) verifies the JWT unless " +
+    "relay in front of the functions (hosted Supabase, or `scripts/functions-gateway.ts` locally) verifies the " +
+    "JWT unless " +
     "`supabase/config.toml` sets `verify_jwt = false`; each function verifies it again and takes the caller's " +
     "role from it. Staff are users whose `app_metadata.role` is `staff` or `admin`. Instead of the legacy anon " +
     "and service_role JWTs, a caller may present the project's publishable key (`sb_publishable_...`, the anon " +
