@@ -7,6 +7,7 @@
  * SUPABASE_SECRET_KEYS, else the single-key variables.
  */
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { exportJWK, generateKeyPair, type JWK, SignJWT, UnsecuredJWT } from "jose";
 import type postgres from "postgres";
 import { authenticate } from "../_shared/auth.ts";
@@ -297,6 +298,45 @@ test("auth_api_keys: a wrong or cut-short key is a 401; with no keys configured 
     const line = warnings.find((l) => l.includes("no API keys configured"));
     assert.ok(line?.includes("SUPABASE_PUBLISHABLE_KEYS"), warnings.join("\n"));
     assert.ok(warnings.every((l) => !l.includes(PUBLISHABLE_KEY)), "the key is not logged");
+  });
+});
+
+test("auth_api_keys: no header a client can make out of the keys (edits, prefixes, other cases) is taken but a configured key", async () => {
+  // Near misses of each configured key, and anything at all, in apikey and/or Authorization.
+  const nearMiss = fc.constantFrom(PUBLISHABLE_KEY, SECRET_KEY).chain((key) =>
+    fc.oneof(
+      fc.nat({ max: key.length - 1 }).map((n) => key.slice(0, n)),
+      fc.tuple(fc.nat({ max: key.length - 1 }), fc.string({ minLength: 1, maxLength: 1 })).map(([i, c]) =>
+        key.slice(0, i) + c + key.slice(i + 1)
+      ),
+      fc.string({ minLength: 1, maxLength: 3 }).map((tail) => key + tail),
+      fc.constant(key.toUpperCase()),
+      fc.constant(` ${key}`.slice(0, -1)),
+    )
+  );
+  const value = fc.oneof(nearMiss, fc.string({ maxLength: 60 }), fc.constant("sb_"));
+  await withEnv({ ...NO_KEYS, ...LOCAL_API_KEYS }, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.option(value), fc.option(value), async (apikey, bearer) => {
+        const headers = new Headers();
+        // (a header value Headers refuses cannot be sent either)
+        try {
+          if (apikey !== null) headers.set("apikey", apikey);
+          if (bearer !== null) headers.set("authorization", `Bearer ${bearer}`);
+        } catch {
+          return;
+        }
+        const req = new Request("http://local/x", { headers });
+        const sent = [headers.get("apikey")?.trim(), bearer?.trim()];
+        const exact = sent.some((v) => v === PUBLISHABLE_KEY || v === SECRET_KEY);
+        const caller = await authenticate(req).catch((err: { status?: number }) => {
+          assert.equal(err.status, 401);
+          return null;
+        });
+        if (caller !== null) assert.ok(exact, `taken: ${JSON.stringify(sent)}`);
+      }),
+      { numRuns: 500 },
+    );
   });
 });
 
