@@ -50,6 +50,8 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
+    // (a stack an interrupted earlier run left behind is stopped first, or this start would find it running)
+    await script("stop").output();
     await Deno.remove(`${root}.stack/starttest`, { recursive: true }).catch(() => {});
     const first = script("start").spawn();
     try {
@@ -102,7 +104,12 @@ Deno.test({
       assert.equal(second.success, false);
       assert.match(new TextDecoder().decode(second.stderr), /already running/);
     } finally {
-      first.kill("SIGTERM");
+      // (a start that failed has ended already; the database it started is stopped all the same)
+      try {
+        first.kill("SIGTERM");
+      } catch {
+        // it has ended
+      }
       await first.status;
       const stop = await script("stop").output();
       assert.match(new TextDecoder().decode(stop.stderr), /stopped the starttest database/);
