@@ -80,7 +80,8 @@ async function checkJwt(req: Request, key: Uint8Array): Promise<Response | null>
       ? reject(401, "Missing authorization header", "missing_authorization")
       : reject(401, "Invalid JWT", "invalid_jwt"); // an sb_ key in Authorization, and no apikey to read it from
   }
-  if (apiKeyKind(token) !== null) return null;
+  // (only an sb_ value is looked up: a JWT is never one of the keys, and hashing every JWT against them is waste)
+  if (isApiKey(token) && apiKeyKind(token) !== null) return null;
   try {
     await jwtVerify(token, key, { algorithms: ["HS256"] });
     return null;
