@@ -79,7 +79,12 @@ async function capturingWarnings(fn: () => Promise<void>): Promise<string[]> {
 
 /** Asserts a 401 `unauthorized` from authenticate(). */
 async function assertRefused(token: string): Promise<void> {
-  await assert.rejects(authenticate(bearer(token)), (err: { status?: number; code?: string }) => {
+  await assertRequestRefused(bearer(token));
+}
+
+/** Asserts a 401 `unauthorized` from authenticate() for `req`. */
+async function assertRequestRefused(req: Request): Promise<void> {
+  await assert.rejects(authenticate(req), (err: { status?: number; code?: string }) => {
     assert.equal(err.status, 401);
     assert.equal(err.code, "unauthorized");
     return true;
@@ -226,15 +231,6 @@ function withKey(key: string, authorization: string | null = `Bearer ${key}`): R
   const headers: Record<string, string> = { apikey: key };
   if (authorization !== null) headers.authorization = authorization;
   return new Request("http://local/functions/v1/anything", { headers });
-}
-
-/** Asserts a 401 `unauthorized` for `req`. */
-async function assertRequestRefused(req: Request): Promise<void> {
-  await assert.rejects(authenticate(req), (err: { status?: number; code?: string }) => {
-    assert.equal(err.status, 401);
-    assert.equal(err.code, "unauthorized");
-    return true;
-  });
 }
 
 test("auth_api_keys: a publishable key is the anon caller, a secret key the service caller", async () => {

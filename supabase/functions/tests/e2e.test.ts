@@ -22,8 +22,9 @@ import {
 
 const SHOP = "https://shop.example.test";
 
-function client(url: string, token?: string): SupabaseClient {
-  return createClient(url, ANON_KEY, {
+/** A supabase-js client created with `key` (the anon key unless given), signed in as `token` if given. */
+function client(url: string, token?: string, key = ANON_KEY): SupabaseClient {
+  return createClient(url, key, {
     auth: { persistSession: false, autoRefreshToken: false },
     ...(token ? { global: { headers: { Authorization: `Bearer ${token}` } } } : {}),
   });
@@ -249,14 +250,8 @@ e2e(
   "e2e with Supabase's API keys: a publishable-key client orders, a signed-in user on it reads, a secret-key back office confirms",
   async ({ sql, url }) => {
     const kettle = await makeProduct(sql, { stock: 5, price: 3900, taxBp: 1900 });
-    const keyed = (key: string, token?: string) =>
-      createClient(url, key, {
-        auth: { persistSession: false, autoRefreshToken: false },
-        ...(token ? { global: { headers: { Authorization: `Bearer ${token}` } } } : {}),
-      });
-
     // The shop's front end created with the publishable key (`supabase status`: Publishable key), guest checkout.
-    const shopper = keyed(PUBLISHABLE_KEY);
+    const shopper = client(url, undefined, PUBLISHABLE_KEY);
     const { data: page, error: listError } = await shopper.functions.invoke(`products-list?limit=1`, { method: "GET" });
     assert.equal(listError, null, `products-list failed: ${statusOf(listError)}`);
     assert.ok(Array.isArray(page.items));
@@ -277,20 +272,25 @@ e2e(
       body: { action: "confirm", order_id: orderId, transaction_code: "TXFAKE" },
     });
     assert.equal(statusOf(denied.error), 403);
-    const stranger = await keyed("sb_secret_not-this-projects-key").functions.invoke("orders-instore", {
-      body: { action: "confirm", order_id: orderId, transaction_code: "TXFAKE" },
-    });
+    const stranger = await client(url, undefined, "sb_secret_not-this-projects-key").functions.invoke(
+      "orders-instore",
+      {
+        body: { action: "confirm", order_id: orderId, transaction_code: "TXFAKE" },
+      },
+    );
     assert.equal(statusOf(stranger.error), 401);
 
     // Staff signed in on the same publishable-key client: their session JWT is who they are.
     const staffJwt = await userJwt({ staffRole: "staff" });
-    const read = await keyed(PUBLISHABLE_KEY, staffJwt.token).functions.invoke("orders-get", { body: { id: orderId } });
+    const read = await client(url, staffJwt.token, PUBLISHABLE_KEY).functions.invoke("orders-get", {
+      body: { id: orderId },
+    });
     assert.equal(read.error, null, `orders-get failed: ${statusOf(read.error)}`);
     assert.equal(read.data.order.id, orderId);
 
     // A back-office job holding the secret key confirms the payment, recorded as the service.
     const code = `TX-${crypto.randomUUID().slice(0, 8).toUpperCase()}`;
-    const confirmed = await keyed(SECRET_KEY).functions.invoke("orders-instore", {
+    const confirmed = await client(url, undefined, SECRET_KEY).functions.invoke("orders-instore", {
       body: { action: "confirm", order_id: orderId, transaction_code: code },
     });
     assert.equal(confirmed.error, null, `orders-instore failed: ${statusOf(confirmed.error)}`);
